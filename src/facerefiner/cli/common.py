@@ -1,0 +1,49 @@
+"""Console helpers shared by the verbs: progress, the end-of-run summary, exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..pipeline import PhotoResult
+
+err = Console(stderr=True)
+
+EXIT_OK, EXIT_USAGE, EXIT_FAILED = 0, 1, 2
+
+
+def usage_error(msg: str) -> None:
+    err.print(f"[red]error:[/red] {msg}", highlight=False)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def run_photos(photos: Sequence[Path], work: Callable[[Path, Callable[[str], None]], PhotoResult]) -> list[PhotoResult]:
+    """Run ``work`` on each photo with a progress bar (on a terminal) and print failures as they come."""
+    results: list[PhotoResult] = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[stage]}"), console=err, transient=True,
+                  disable=not err.is_terminal) as bar:
+        task = bar.add_task("photos", total=len(photos), stage="")
+        for p in photos:
+            bar.update(task, description=p.name[:40])
+            r = work(p, lambda s: bar.update(task, stage=s))
+            results.append(r)
+            if r.ok:
+                for f in r.faces:
+                    err.print(f"[green]ok[/green] {p} -> {f.folder}", highlight=False)
+            else:
+                err.print(f"[red]failed[/red] {r.error}", highlight=False)
+            bar.advance(task)
+    return results
+
+
+def finish(results: list[PhotoResult]) -> None:
+    ok = sum(r.ok for r in results)
+    failed = [r for r in results if not r.ok]
+    faces = sum(len(r.faces) for r in results)
+    err.print(f"{ok} of {len(results)} photos done ({faces} faces), {len(failed)} failed", highlight=False)
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)

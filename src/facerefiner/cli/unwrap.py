@@ -1,0 +1,46 @@
+"""``facerefiner unwrap``: photo -> mesh.obj, camera.json, sampled texture, visibility, render."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..pipeline import UnwrapConfig, expand_inputs, unwrap_photo
+from .common import finish, run_photos, usage_error
+from .main import app
+
+_D = UnwrapConfig()
+
+
+@app.command("unwrap")
+def unwrap_cmd(
+    photos: List[str] = typer.Argument(..., help="Photos, folders of photos or glob patterns."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder; each face gets OUT/<photo stem>/."),
+    size: int = typer.Option(_D.size, "--size", help="Texture size S (S x S texels)."),
+    all_faces: bool = typer.Option(_D.all_faces, "--all-faces", help="Every face of a photo into its own folder (<stem>_face0, ...); default: the largest face."),
+    min_face: float = typer.Option(_D.min_face, "--min-face", help="Ignore faces smaller than this many pixels across."),
+    uv_layout: Optional[Path] = typer.Option(None, "--uv-layout", help="OBJ with UVs for MediaPipe's 468-vertex topology (e.g. canonical_face_model.obj)."),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="Image the size of the photo; white pixels are not trusted (hand, glasses, hair)."),
+) -> None:
+    """Reconstruct the face mesh and camera, unwrap the photo into UV space and render it back."""
+    from ..errors import FaceRefinerError
+    from ..io import ensure_writable_dir
+    from ..layout import load_layout
+
+    if not 16 <= size <= 8192:
+        usage_error(f"--size must be between 16 and 8192, got {size}")
+    files = expand_inputs(photos)
+    if not files:
+        usage_error("no photos given (no file matched " + ", ".join(photos) + ")")
+    cfg = UnwrapConfig(size=size, all_faces=all_faces, min_face=min_face, uv_layout=uv_layout, mask=mask)
+    try:
+        ensure_writable_dir(out)
+        layout = load_layout(uv_layout)
+        if mask is not None and not mask.exists():
+            usage_error(f"{mask}: no such file (--mask)")
+    except FaceRefinerError as e:
+        usage_error(str(e))
+    results = run_photos(files, lambda p, stage: unwrap_photo(p, out, cfg, layout=layout, on_stage=stage))
+    finish(results)

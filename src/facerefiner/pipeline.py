@@ -1,0 +1,196 @@
+"""Per-photo orchestration shared by the CLI verbs: load, reconstruct, unwrap, render, write.
+
+Each face's folder is written into a temporary folder and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+
+from . import __version__
+from .errors import FaceRefinerError, InputError
+from .export import write_obj
+from .io import atomic_dir, load_image, load_mask, save_json, save_png
+from .layout import UVLayout, load_layout
+from .reconstruct import FaceGeometry, FaceMeshDetector, default_detector, reconstruct_all
+from .render import render_face
+from .unwrap import UnwrapResult, uv_raster, unwrap
+
+log = logging.getLogger(__name__)
+
+#: Long side (px) of ``render.png``; larger photos are composited at this size.
+RENDER_MAX_SIDE = 2048
+
+
+@dataclass
+class UnwrapConfig:
+    """Settings of ``facerefiner unwrap``."""
+
+    size: int = 512
+    """Texture size S (S x S texels)."""
+    all_faces: bool = False
+    """Process every face of a photo into its own folder (<stem>_face0, ...) instead of the largest."""
+    min_face: float = 64.0
+    """Ignore faces smaller than this many pixels across."""
+    uv_layout: Path | None = None
+    """An OBJ with UVs for MediaPipe's 468-vertex topology (e.g. canonical_face_model.obj); default: ours."""
+    mask: Path | None = None
+    """An image the size of the photo whose white pixels are not to be trusted (hand, glasses, hair)."""
+
+
+@dataclass
+class FaceOutput:
+    """What was written for one face."""
+
+    folder: Path
+    geometry: FaceGeometry
+    unwrapped: UnwrapResult
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PhotoResult:
+    """Outcome for one input photo: the faces written, or the error (one line)."""
+
+    path: Path
+    faces: list[FaceOutput] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def versions() -> dict[str, str]:
+    import mediapipe
+
+    return {"facerefiner": __version__, "torch": torch.__version__, "mediapipe": mediapipe.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def face_folder_names(stem: str, n: int, all_faces: bool) -> list[str]:
+    return [f"{stem}_face{i}" for i in range(n)] if all_faces else [stem]
+
+
+def photo_to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1]."""
+    return torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
+
+
+def render_over_photo(rgb: np.ndarray, texture: torch.Tensor, geometry: FaceGeometry, layout: UVLayout,
+                      max_side: int = RENDER_MAX_SIDE) -> np.ndarray:
+    """The textured mesh at the input camera composited over the photo (downscaled to ``max_side``).
+
+    Returns (h, w, 3) uint8.
+    """
+    import cv2
+
+    h, w = rgb.shape[:2]
+    f = min(1.0, max_side / max(h, w))
+    base = rgb if f == 1.0 else cv2.resize(rgb, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
+    cam = geometry.camera.crop(0, 0, base.shape[1], base.shape[0], scale=f)
+    img, mask = render_face(texture, geometry.vertices, cam, layout)
+    out = photo_to_tensor(base)
+    out = torch.where(mask[None], img, out)
+    return (out.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def unwrap_photo(path: Path, out_root: Path, cfg: UnwrapConfig, *, layout: UVLayout | None = None,
+                 detector: FaceMeshDetector | None = None,
+                 on_stage: Callable[[str], None] | None = None) -> PhotoResult:
+    """Run reconstruct + unwrap + render on one photo and write its folder(s) under ``out_root``.
+
+    User errors (bad file, no face, ...) are caught and returned in :attr:`PhotoResult.error`.
+    """
+    res = PhotoResult(path=Path(path))
+    try:
+        layout = layout or load_layout(cfg.uv_layout)
+        stage = on_stage or (lambda s: None)
+        t0 = time.perf_counter()
+        stage("load")
+        rgb = load_image(path)
+        mask = load_mask(cfg.mask, (rgb.shape[1], rgb.shape[0])) if cfg.mask else None
+        t1 = time.perf_counter()
+        stage("reconstruct")
+        geos = reconstruct_all(rgb, min_face=cfg.min_face, detector=detector or default_detector(), source=str(path))
+        if not cfg.all_faces:
+            geos = geos[:1]
+        t2 = time.perf_counter()
+        names = face_folder_names(Path(path).stem, len(geos), cfg.all_faces)
+        uvr = uv_raster(layout, cfg.size)
+        for name, geo in zip(names, geos):
+            stage("unwrap")
+            ta = time.perf_counter()
+            un = unwrap(rgb, geo, cfg.size, layout=layout, mask=mask, uvr=uvr)
+            tb = time.perf_counter()
+            stage("render")
+            comp = render_over_photo(rgb, un.texture, geo, layout)
+            tc = time.perf_counter()
+            timings = {"load": t1 - t0, "reconstruct": (t2 - t1) / len(geos), "unwrap": tb - ta, "render": tc - tb}
+            stage("write")
+            with atomic_dir(Path(out_root) / name) as tmp:
+                write_face_folder(tmp, path, rgb, geo, un, layout, cfg, comp, timings)
+                timings["write"] = time.perf_counter() - tc
+            res.faces.append(FaceOutput(folder=Path(out_root) / name, geometry=geo, unwrapped=un, timings=timings))
+    except FaceRefinerError as e:
+        res.error = str(e)
+    except MemoryError:
+        res.error = f"{path}: out of memory"
+    return res
+
+
+def texture_to_uint8(texture: torch.Tensor) -> np.ndarray:
+    """(3, S, S) float in [0, 1] -> (S, S, 3) uint8."""
+    return (texture.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def write_face_folder(folder: Path, path: Path, rgb: np.ndarray, geo: FaceGeometry, un: UnwrapResult,
+                      layout: UVLayout, cfg: Any, composite: np.ndarray, timings: dict[str, float],
+                      extra: dict[str, Any] | None = None) -> None:
+    write_obj(folder / "mesh.obj", geo.vertices, layout, texture_name="texture.png")
+    save_json(folder / "camera.json", geo.camera.to_json())
+    save_png(folder / "texture.png", texture_to_uint8(un.texture))
+    save_png(folder / "visibility.png", un.visibility.numpy().astype(np.uint8) * 255)
+    save_png(folder / "render.png", composite)
+    report = {
+        "input": str(Path(path)),
+        "image_size": [int(rgb.shape[1]), int(rgb.shape[0])],
+        "face_box": [round(float(v), 2) for v in geo.box],
+        "head_pose_deg": {k: round(v, 2) for k, v in geo.pose().items()},
+        "uv_layout": layout.name,
+        "texture_size": int(un.texture.shape[-1]),
+        "visible_fraction": float(un.visibility.float().mean()),
+        "cos_threshold": un.threshold,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        "versions": versions(),
+    }
+    if extra:
+        report.update(extra)
+    save_json(folder / "report.json", report)
+
+
+def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
+    """Photos from paths, folders (their image files, sorted) and glob patterns."""
+    import glob
+
+    from .io import IMAGE_SUFFIXES
+
+    out: list[Path] = []
+    for s in inputs:
+        p = Path(s)
+        if p.is_dir():
+            out += sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+        elif not p.exists() and any(c in str(s) for c in "*?["):
+            out += sorted(Path(q) for q in glob.glob(str(s)) if Path(q).is_file())
+        else:
+            out.append(p)
+    return out
