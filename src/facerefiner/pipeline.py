@@ -82,14 +82,22 @@ def face_folder_names(stem: str, n: int, all_faces: bool) -> list[str]:
 
 def photo_to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1]."""
-    return torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
+    a = rgb if rgb.flags.writeable else rgb.copy()
+    return torch.from_numpy(a).permute(2, 0, 1).float().div_(255.0)
 
 
 def render_over_photo(rgb: np.ndarray, texture: torch.Tensor, geometry: FaceGeometry, layout: UVLayout,
-                      max_side: int = RENDER_MAX_SIDE) -> np.ndarray:
+                      visibility: torch.Tensor | None = None, max_side: int = RENDER_MAX_SIDE) -> np.ndarray:
     """The textured mesh at the input camera composited over the photo (downscaled to ``max_side``).
 
-    Returns (h, w, 3) uint8.
+    Args:
+        rgb: (H, W, 3) uint8 photo.
+        texture: (3, S, S) float in [0, 1].
+        visibility: optional (S, S) bool; texels outside it are transparent (the photo shows
+            through), so a sampled texture's holes do not paint black over the photo.
+
+    Returns:
+        (h, w, 3) uint8.
     """
     import cv2
 
@@ -97,9 +105,10 @@ def render_over_photo(rgb: np.ndarray, texture: torch.Tensor, geometry: FaceGeom
     f = min(1.0, max_side / max(h, w))
     base = rgb if f == 1.0 else cv2.resize(rgb, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
     cam = geometry.camera.crop(0, 0, base.shape[1], base.shape[0], scale=f)
-    img, mask = render_face(texture, geometry.vertices, cam, layout)
-    out = photo_to_tensor(base)
-    out = torch.where(mask[None], img, out)
+    alpha = torch.ones_like(texture[:1]) if visibility is None else visibility[None].to(texture.dtype)
+    rgba, mask = render_face(torch.cat([texture * alpha, alpha]), geometry.vertices, cam, layout)
+    a = torch.where(mask[None], rgba[3:], torch.zeros_like(rgba[3:]))
+    out = rgba[:3] * mask[None] + (1 - a) * photo_to_tensor(base)  # premultiplied "over"
     return (out.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
 
 
@@ -132,7 +141,7 @@ def unwrap_photo(path: Path, out_root: Path, cfg: UnwrapConfig, *, layout: UVLay
             un = unwrap(rgb, geo, cfg.size, layout=layout, mask=mask, uvr=uvr)
             tb = time.perf_counter()
             stage("render")
-            comp = render_over_photo(rgb, un.texture, geo, layout)
+            comp = render_over_photo(rgb, un.texture, geo, layout, un.visibility)
             tc = time.perf_counter()
             timings = {"load": t1 - t0, "reconstruct": (t2 - t1) / len(geos), "unwrap": tb - ta, "render": tc - tb}
             stage("write")

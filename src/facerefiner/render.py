@@ -52,6 +52,10 @@ __all__ = [
     "RasterCache",
     "prepare",
     "render_cached",
+    "face_screen_positions",
+    "face_raster",
+    "coverage_mask",
+    "render_face",
 ]
 
 log = logging.getLogger(__name__)
@@ -611,3 +615,72 @@ def render_cached(
     if extra:
         out = out[:, :, : h * w]
     return out.reshape(nb, nc, h, w)
+
+
+# ----------------------------------------------------------------------------------------------
+# the face mesh at a camera
+# ----------------------------------------------------------------------------------------------
+
+
+def face_screen_positions(vertices, camera, *, dtype: torch.dtype = torch.float32,
+                          device: str | torch.device = "cpu") -> torch.Tensor:
+    """Project model-frame vertices to the screen-space ``pos`` that :func:`rasterize` takes.
+
+    Args:
+        vertices: ``(V, 3)`` float64 numpy array, model frame (y up, cm).
+        camera: a :class:`~facerefiner.camera.Camera` whose image is the render target.
+
+    Returns:
+        ``(V, 3)`` tensor ``[x, y, z]``: pixel coordinates of ``camera.image_size`` and camera depth.
+    """
+    return torch.as_tensor(camera.project(vertices), dtype=dtype, device=device)
+
+
+def face_raster(vertices, camera, layout, *, device: str | torch.device = "cpu") -> tuple[torch.Tensor, RasterCache]:
+    """Rasterise the face mesh at ``camera`` (image ``camera.image_size``) once, for many renders.
+
+    Args:
+        vertices: ``(V, 3)`` float64 model-frame vertices (``FaceGeometry.vertices``).
+        camera: :class:`~facerefiner.camera.Camera`; its ``image_size`` (W, H) is the output size.
+        layout: :class:`~facerefiner.layout.UVLayout` giving the triangles and per-vertex uv.
+
+    Returns:
+        ``(rast, cache)``: ``rast`` (1, H, W, 4) float32 as :func:`rasterize` returns it, and the
+        :class:`RasterCache` to pass to :func:`render_cached` (or :func:`render_face`).
+    """
+    w, h = camera.image_size
+    pos = face_screen_positions(vertices, camera, device=device)
+    tri = layout.faces_tensor(device)
+    rast = rasterize(pos, tri, (h, w), perspective=camera.perspective)
+    return rast, prepare(rast, tri, layout.uv_tensor(device))
+
+
+def coverage_mask(cache: RasterCache) -> torch.Tensor:
+    """``(B, H, W)`` bool: the pixels a :class:`RasterCache` covers."""
+    nb, h, w = cache.size
+    m = torch.zeros(nb, h * w + 1, dtype=torch.bool, device=cache.index.device)
+    m.scatter_(1, cache.index, True)
+    return m[:, : h * w].view(nb, h, w)
+
+
+def render_face(tex: torch.Tensor, vertices=None, camera=None, layout=None, *,
+                cache: RasterCache | None = None,
+                background: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Render a face texture at a camera (per-pixel bilinear lookup, differentiable in ``tex``).
+
+    Args:
+        tex: ``(3, S, S)`` (or ``(C, S, S)``) float texture in [0, 1], the layout's uv convention.
+        vertices, camera, layout: the mesh and camera (see :func:`face_raster`); not needed when
+            ``cache`` is given.
+        cache: a :class:`RasterCache` from :func:`face_raster` (rasterise once, render many times).
+        background: optional tensor broadcastable to ``(C, H, W)`` shown where the mesh is not.
+
+    Returns:
+        ``(image, mask)``: ``(C, H, W)`` in tex's dtype and ``(H, W)`` bool coverage.
+    """
+    if cache is None:
+        if vertices is None or camera is None or layout is None:
+            raise ValueError("render_face: give either cache or vertices, camera and layout")
+        _, cache = face_raster(vertices, camera, layout, device=tex.device)
+    img = render_cached(tex, cache, None if background is None else background.unsqueeze(0) if background.dim() == 3 else background)
+    return img[0], coverage_mask(cache)[0]

@@ -30,6 +30,8 @@ COS_THRESHOLD_PROFILE = 0.6
 PROFILE_YAW = 25.0
 #: Depth tolerance of the occlusion test, in cm (the mesh is in cm).
 DEPTH_TOLERANCE_CM = 0.4
+#: Default number of back-projection iterations of :func:`unwrap`.
+BACKPROJECT_ITERATIONS = 4
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,8 @@ def _to_chw_float(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     a = np.asarray(image)
     if a.ndim != 3 or a.shape[2] != 3:
         raise ValueError(f"image: expected an (H, W, 3) array, got {a.shape}")
-    t = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None]
+    a = np.ascontiguousarray(a) if a.flags.writeable else np.array(a)
+    t = torch.from_numpy(a).permute(2, 0, 1)[None]
     return t.float() / 255.0 if a.dtype == np.uint8 else t.float()
 
 
@@ -169,7 +172,8 @@ class UnwrapResult:
 
 def unwrap(image: np.ndarray | torch.Tensor, geometry: FaceGeometry, size: int = 512, *,
            layout: UVLayout | None = None, mask: np.ndarray | None = None,
-           uvr: UVRaster | None = None, cos_threshold: float | None = None) -> UnwrapResult:
+           uvr: UVRaster | None = None, cos_threshold: float | None = None,
+           backproject: int = BACKPROJECT_ITERATIONS) -> UnwrapResult:
     """Sample the photo into the UV layout.
 
     Args:
@@ -180,6 +184,8 @@ def unwrap(image: np.ndarray | torch.Tensor, geometry: FaceGeometry, size: int =
         mask: optional (H, W) bool, True where the photo must NOT be trusted (hand, glasses, hair).
         uvr: optional precomputed :func:`uv_raster` of ``layout`` at ``size``.
         cos_threshold: override the paper's 0.4 / 0.6 threshold.
+        backproject: iterations of back-projection (see :func:`backproject`); 0 keeps the plain
+            bilinear samples.
 
     Returns:
         :class:`UnwrapResult` (texture (3, S, S) float32 in [0, 1], visibility (S, S) bool).
@@ -252,4 +258,42 @@ def unwrap(image: np.ndarray | torch.Tensor, geometry: FaceGeometry, size: int =
     if mask is not None:
         vis &= ~torch.from_numpy(m)[fy, fx]
     texture = texture * vis[None].float()
+    if backproject > 0:
+        texture = _backproject(texture, vis, photo, rast, layout, backproject)
     return UnwrapResult(texture=texture.contiguous(), visibility=vis, cosine=cosine, threshold=float(thr))
+
+
+def _backproject(texture: torch.Tensor, vis: torch.Tensor, photo: torch.Tensor, rast: torch.Tensor,
+                 layout: UVLayout, iterations: int) -> torch.Tensor:
+    """Iterative back-projection (Irani & Peleg 1991) of the photo onto the visible texels.
+
+    Plain bilinear sampling followed by bilinear rendering blurs twice, and where a texel covers
+    more than one photo pixel it aliases. Each iteration renders the texture (``render_cached``),
+    takes the residual against the photo on the pixels that see only visible texels, maps it back
+    to the texels through the renderer's adjoint (its gradient) and normalises by the adjoint of
+    ones (a SART step), so that the texture converges toward the least-squares texture that renders
+    back to the photo.
+
+    Args:
+        texture: (3, S, S) float32 sampled texture, 0 outside ``vis``.
+        vis: (S, S) bool visible texels (only those change).
+        photo: (1, 3, h, w) float32 the photo region that ``rast`` was rasterised into.
+        rast: (1, h, w, 4) the face rasterised into that region.
+
+    Returns:
+        (3, S, S) float32 in [0, 1], 0 outside ``vis``.
+    """
+    cache = R.prepare(rast, torch.as_tensor(layout.faces), layout.uv_tensor())
+    visf = vis[None, None].float()
+    with torch.no_grad():
+        weight = (R.render_cached(visf, cache) > 0.999).float()  # pixels that see only visible texels
+    ones = torch.ones_like(visf, requires_grad=True)
+    (R.render_cached(ones, cache) * weight).sum().backward()
+    step = visf / ones.grad.clamp_min(1e-6)
+    tex = texture[None].clone().requires_grad_(True)
+    for _ in range(iterations):
+        tex.grad = None
+        (0.5 * ((R.render_cached(tex, cache) - photo) * weight).square().sum()).backward()
+        with torch.no_grad():
+            tex -= tex.grad * step
+    return tex.detach()[0].clamp_(0.0, 1.0) * vis[None].float()

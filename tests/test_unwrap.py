@@ -1,0 +1,88 @@
+"""Unwrap on real photos: the round trip photo -> texture -> render reproduces the photo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import face_photos, need, FACES, psnr
+
+from facerefiner.io import load_image
+from facerefiner.layout import default_layout
+from facerefiner.pipeline import photo_to_tensor
+from facerefiner.reconstruct import reconstruct_all
+from facerefiner.render import face_raster, render_cached, render_face
+from facerefiner.unwrap import unwrap
+
+PHOTOS = face_photos()
+
+
+def round_trip_psnr(rgb: np.ndarray, geo, size: int = 512, **kw) -> tuple[float, int]:
+    """PSNR of the sampled texture rendered at the input camera against the photo, inside the
+    visible region (pixels whose texels are all visible) eroded by 2 pixels."""
+    import cv2
+
+    layout = default_layout()
+    un = unwrap(rgb, geo, size, layout=layout, **kw)
+    rgba, mask = render_face(torch.cat([un.texture, un.visibility[None].float()]), geo.vertices, geo.camera, layout)
+    m = (mask & (rgba[3] > 0.999)).numpy().astype(np.uint8)
+    m = cv2.erode(m, np.ones((5, 5), np.uint8)).astype(bool)
+    photo = photo_to_tensor(rgb)
+    return psnr(rgba[:3].permute(1, 2, 0).numpy()[m], photo.permute(1, 2, 0).numpy()[m]), int(m.sum())
+
+
+@pytest.mark.skipif(not PHOTOS, reason=f"{FACES} is absent (the shared dev photos)")
+@pytest.mark.parametrize("photo", PHOTOS, ids=lambda p: p.name)
+def test_round_trip_psnr_at_least_38db(photo, detector):
+    rgb = load_image(photo)
+    geos = reconstruct_all(rgb, detector=detector, source=photo.name)
+    for geo in geos:
+        value, pixels = round_trip_psnr(rgb, geo)
+        assert pixels > 2000, f"{photo.name}: only {pixels} visible pixels"
+        assert value >= 38.0, f"{photo.name}: round-trip PSNR {value:.2f} dB"
+
+
+def test_backprojection_improves_the_round_trip(ffhq_photo, detector):
+    rgb = load_image(ffhq_photo)
+    geo = reconstruct_all(rgb, detector=detector)[0]
+    plain, _ = round_trip_psnr(rgb, geo, backproject=0)
+    sharp, _ = round_trip_psnr(rgb, geo)
+    assert sharp > plain + 1.0
+
+
+def test_visibility_follows_pose_and_mask(detector):
+    rgb = load_image(need(FACES / "ffhq_18358.png"))  # head turned (yaw about -35 degrees)
+    geo = reconstruct_all(rgb, detector=detector)[0]
+    un = unwrap(rgb, geo, 256)
+    assert un.threshold == 0.6  # profile threshold for |yaw| > 25
+    v = un.visibility.numpy()
+    left, right = v[:, :128].sum(), v[:, 128:].sum()
+    # the side turned away from the camera shows much less
+    assert max(left, right) > 1.5 * min(left, right)
+    # texels outside the layout are never visible, the texture is black where not visible
+    from facerefiner.unwrap import uv_raster
+
+    assert not (v & ~uv_raster(default_layout(), 256).valid.numpy()).any()
+    assert float(un.texture[:, ~un.visibility].abs().max()) == 0.0
+    # a mask over the whole photo leaves nothing visible; over the left half, only the right
+    full = np.ones(rgb.shape[:2], bool)
+    assert not unwrap(rgb, geo, 256, mask=full).visibility.any()
+    half = np.zeros(rgb.shape[:2], bool)
+    half[:, : rgb.shape[1] // 2] = True
+    un_half = unwrap(rgb, geo, 256, mask=half)
+    assert 0 < un_half.visibility.sum() < un.visibility.sum()
+
+
+def test_render_face_matches_cache_and_eyes_are_textured(ffhq_photo, detector):
+    rgb = load_image(ffhq_photo)
+    geo = reconstruct_all(rgb, detector=detector)[0]
+    layout = default_layout()
+    tex = torch.rand(3, 64, 64)
+    img, mask = render_face(tex, geo.vertices, geo.camera, layout)
+    _, cache = face_raster(geo.vertices, geo.camera, layout)
+    assert torch.equal(img, render_cached(tex, cache)[0])
+    # the eye openings are closed: the pupils' landmarks (468, 473) are covered by the mesh
+    for k in (468, 473):
+        x, y = geo.landmarks[k, :2].astype(int)
+        assert bool(mask[y, x])
