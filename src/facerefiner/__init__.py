@@ -1,6 +1,6 @@
 """facerefiner: one photo of a face in, a complete UV texture for a 3D face mesh out.
 
-The public API (imported lazily, so ``import facerefiner`` stays cheap)::
+The public API::
 
     import facerefiner as fr
     rgb = fr.load_image("photo.jpg")          # (H, W, 3) uint8 RGB, EXIF orientation applied
@@ -14,47 +14,23 @@ Each stage lives in a module named after it: ``reconstruct``, ``layout``, ``unwr
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 __version__ = "0.1.0"
 
-_API = {
-    "load_image": "io",
-    "load_mask": "io",
-    "reconstruct": "reconstruct",
-    "reconstruct_all": "reconstruct",
-    "FaceGeometry": "reconstruct",
-    "FaceMeshDetector": "reconstruct",
-    "Camera": "camera",
-    "UVLayout": "layout",
-    "default_layout": "layout",
-    "load_layout": "layout",
-    "unwrap": "unwrap",
-    "UnwrapResult": "unwrap",
-    "uv_raster": "unwrap",
-    "render_face": "render",
-    "face_raster": "render",
-    "rasterize": "render",
-    "interpolate": "render",
-    "texture": "render",
-    "complete": "complete",
-    "FaceRefinerError": "errors",
-    "InputError": "errors",
-    "NoFaceError": "errors",
-}
+# Functions named like their modules (reconstruct, unwrap, complete, refine) are bound eagerly here,
+# so that ``facerefiner.reconstruct`` is the function, not the submodule.
+from .camera import Camera
+from .complete import complete
+from .errors import FaceRefinerError, InputError, NoFaceError
+from .io import load_image, load_mask
+from .layout import UVLayout, default_layout, load_layout
+from .reconstruct import FaceGeometry, FaceMeshDetector, reconstruct, reconstruct_all
+from .refine import PRESETS, RefineConfig, RefineResult, preset, refine
+from .render import face_raster, interpolate, rasterize, render_face, texture
+from .unwrap import UnwrapResult, unwrap, uv_raster
 
-__all__ = ["__version__", *_API]
-
-
-def __getattr__(name: str) -> Any:
-    mod = _API.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'facerefiner' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{mod}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__all__ = [
+    "__version__", "Camera", "complete", "FaceRefinerError", "InputError", "NoFaceError", "load_image",
+    "load_mask", "UVLayout", "default_layout", "load_layout", "FaceGeometry", "FaceMeshDetector",
+    "reconstruct", "reconstruct_all", "PRESETS", "RefineConfig", "RefineResult", "preset", "refine",
+    "face_raster", "interpolate", "rasterize", "render_face", "texture", "UnwrapResult", "unwrap", "uv_raster",
+]

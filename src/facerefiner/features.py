@@ -300,6 +300,9 @@ class VGG16Extractor(FeatureExtractor):
         layers: ReLU layers of the hypercolumn, any subset of :data:`VGG16_LAYERS`; default
             :data:`PAPER_LAYERS`. Maps are returned shallow to deep regardless of the order given.
         device: where the weights live (float32).
+        normalise: scale each layer's activations by a fixed per-layer factor that makes its mean
+            activation on a fixed reference image 1 (see :meth:`_calibrate`); False gives the raw
+            ReLU outputs.
 
     ``forward(image)`` returns ``[image, relu_a, relu_b, ...]``: the input (B, 3, H, W) RGB in [0, 1]
     (unchanged, not normalised) followed by the ReLU outputs (B, C_l, H / 2**k, W / 2**k) (floor
@@ -315,6 +318,7 @@ class VGG16Extractor(FeatureExtractor):
         convention: str,
         layers: Sequence[str] = PAPER_LAYERS,
         device: str | torch.device = "cpu",
+        normalise: bool = True,
     ):
         if convention not in CONVENTIONS:
             raise ValueError(f"convention must be one of {sorted(CONVENTIONS)}, got {convention!r}")
@@ -351,6 +355,10 @@ class VGG16Extractor(FeatureExtractor):
         self._mean = torch.tensor(conv["mean"], dtype=torch.float64).view(1, 3, 1, 1)
         self._std = torch.tensor(conv["std"], dtype=torch.float64).view(1, 3, 1, 1)
         self._net_for(self.device, torch.float32)
+        self.layer_scale: tuple[float, ...] | None = None
+        self._scale_cache: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+        if normalise:
+            self.layer_scale = self._calibrate()
 
     def _net_for(self, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
         key = (device, dtype)
@@ -375,11 +383,41 @@ class VGG16Extractor(FeatureExtractor):
         net, a, c = self._net_for(image.device, image.dtype)
         x = image[:, self._perm] * a + c
         maps = [image]
+        scales = self._scales_for(image.device, image.dtype)
         for i, mod in enumerate(net.features):
             x = mod(x)
             if i in self._relu_idx:
-                maps.append(x)
+                maps.append(x if scales is None else x * scales[len(maps) - 1])
         return maps
+
+    def _scales_for(self, device: torch.device, dtype: torch.dtype) -> list[torch.Tensor] | None:
+        if self.layer_scale is None:
+            return None
+        key = (device, dtype)
+        hit = self._scale_cache.get(key)
+        if hit is None:
+            hit = [torch.tensor(v, device=device, dtype=dtype) for v in self.layer_scale]
+            self._scale_cache[key] = hit
+        return hit
+
+    @torch.no_grad()
+    def _calibrate(self) -> tuple[float, ...]:
+        """Per-layer factors that bring each layer's mean activation on a fixed reference image
+        (a seeded smooth random image, 224 x 224) to 1. Checkpoints differ in activation scale by
+        orders of magnitude (the Caffe weights see 0..255 inputs: relu3_x means of ~200, relu5_3 of
+        ~0.5); without this the moment term of the style loss is dominated by whichever layer is
+        largest in that checkpoint. Identical networks (a checkpoint and its conversion to the other
+        input convention) get identical factors, hence identical features."""
+        g = torch.Generator().manual_seed(0)
+        ref = F.interpolate(torch.rand(1, 3, 14, 14, generator=g, dtype=torch.float64), size=(224, 224),
+                            mode="bicubic", align_corners=False).clamp_(0, 1).to(self.device)
+        saved, self.layer_scale = self.layer_scale, None
+        try:  # in float64, so that equal networks get equal factors to the last bit that matters
+            maps = self.forward(ref)[1:]
+        finally:
+            self.layer_scale = saved
+            self._cache.pop((self.device, torch.float64), None)
+        return tuple(1.0 / max(float(m.mean()), 1e-6) for m in maps)
 
 
 # --------------------------------------------------------------------------------------------------

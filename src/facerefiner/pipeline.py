@@ -163,10 +163,11 @@ def texture_to_uint8(texture: torch.Tensor) -> np.ndarray:
 
 def write_face_folder(folder: Path, path: Path, rgb: np.ndarray, geo: FaceGeometry, un: UnwrapResult,
                       layout: UVLayout, cfg: Any, composite: np.ndarray, timings: dict[str, float],
-                      extra: dict[str, Any] | None = None) -> None:
+                      extra: dict[str, Any] | None = None, texture: torch.Tensor | None = None) -> None:
+    """Write the files every verb writes (``texture.png`` is ``texture``, default the sampled one)."""
     write_obj(folder / "mesh.obj", geo.vertices, layout, texture_name="texture.png")
     save_json(folder / "camera.json", geo.camera.to_json())
-    save_png(folder / "texture.png", texture_to_uint8(un.texture))
+    save_png(folder / "texture.png", texture_to_uint8(un.texture if texture is None else texture))
     save_png(folder / "visibility.png", un.visibility.numpy().astype(np.uint8) * 255)
     save_png(folder / "render.png", composite)
     report = {
@@ -178,13 +179,87 @@ def write_face_folder(folder: Path, path: Path, rgb: np.ndarray, geo: FaceGeomet
         "texture_size": int(un.texture.shape[-1]),
         "visible_fraction": float(un.visibility.float().mean()),
         "cos_threshold": un.threshold,
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        "settings": _settings(cfg),
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "versions": versions(),
     }
     if extra:
         report.update(extra)
     save_json(folder / "report.json", report)
+
+
+def _settings(cfg: Any) -> dict[str, Any]:
+    d = cfg if isinstance(cfg, dict) else asdict(cfg)
+    return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+@dataclass
+class RefineOptions(UnwrapConfig):
+    """Per-run settings of ``facerefiner refine`` besides the optimisation's :class:`RefineConfig`."""
+
+    content: Path | None = None
+    """Your own content texture I_C (this project's UV layout); resampled to the texture size."""
+    device: str = "auto"
+    """cpu, cuda or auto."""
+
+
+def load_content(path: Path) -> torch.Tensor:
+    """A content texture file -> (3, h, w) float32 in [0, 1] (any mode converted to RGB)."""
+    return photo_to_tensor(load_image(path))
+
+
+def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *, layout: UVLayout | None = None,
+                 detector: FaceMeshDetector | None = None, extractor: tuple | None = None,
+                 on_stage: Callable[[str], None] | None = None,
+                 on_step: Callable[[dict], None] | None = None) -> PhotoResult:
+    """Reconstruct, unwrap, complete and refine one photo; write each face's folder under ``out_root``.
+
+    User errors are caught and returned in :attr:`PhotoResult.error` (one line).
+    """
+    from .refine import config_dict, refine
+    from .views import contact_sheet
+
+    res = PhotoResult(path=Path(path))
+    try:
+        layout = layout or load_layout(opts.uv_layout)
+        stage = on_stage or (lambda s: None)
+        t0 = time.perf_counter()
+        stage("load")
+        rgb = load_image(path)
+        mask = load_mask(opts.mask, (rgb.shape[1], rgb.shape[0])) if opts.mask else None
+        content = load_content(opts.content) if opts.content else None
+        stage("reconstruct")
+        geos = reconstruct_all(rgb, min_face=opts.min_face, detector=detector or default_detector(), source=str(path))
+        if not opts.all_faces:
+            geos = geos[:1]
+        t_load = time.perf_counter() - t0
+        for name, geo in zip(face_folder_names(Path(path).stem, len(geos), opts.all_faces), geos):
+            stage("refine")
+            r = refine(rgb, geo, config=config, content=content, mask=mask, extractor=extractor, layout=layout,
+                       device=opts.device, on_step=on_step)
+            stage("write")
+            ta = time.perf_counter()
+            comp = render_over_photo(rgb, r.texture, geo, layout)
+            sheet = contact_sheet(rgb, r.sampled, r.initial, r.texture, comp, geo, layout)
+            timings = {"load_and_detect": t_load, **r.timings, "views": time.perf_counter() - ta}
+            extra = {"refine": {"config": config_dict(config), "features": r.features, "device": r.device,
+                                "loss_history": r.history,
+                                "content": str(opts.content) if opts.content else "facerefiner.complete"}}
+            with atomic_dir(Path(out_root) / name) as tmp:
+                write_face_folder(tmp, path, rgb, geo, r.unwrapped, layout, opts, comp, timings, extra,
+                                  texture=r.texture)
+                rgba = np.concatenate([texture_to_uint8(r.sampled),
+                                       r.visibility.numpy().astype(np.uint8)[..., None] * 255], axis=2)
+                save_png(tmp / "texture_sampled.png", rgba)
+                save_png(tmp / "texture_initial.png", texture_to_uint8(r.initial))
+                save_png(tmp / "views.png", sheet)
+            res.faces.append(FaceOutput(folder=Path(out_root) / name, geometry=geo, unwrapped=r.unwrapped,
+                                        timings=timings))
+    except FaceRefinerError as e:
+        res.error = str(e)
+    except MemoryError:
+        res.error = f"{path}: out of memory"
+    return res
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:

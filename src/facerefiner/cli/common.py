@@ -21,8 +21,13 @@ def usage_error(msg: str) -> None:
     raise typer.Exit(EXIT_USAGE)
 
 
-def run_photos(photos: Sequence[Path], work: Callable[[Path, Callable[[str], None]], PhotoResult]) -> list[PhotoResult]:
-    """Run ``work`` on each photo with a progress bar (on a terminal) and print failures as they come."""
+def run_photos(photos: Sequence[Path], work: Callable[..., PhotoResult]) -> list[PhotoResult]:
+    """Run ``work(photo, on_stage[, on_step])`` on each photo with a progress bar (on a terminal;
+    quiet in logs) and print each outcome as it comes. ``work`` taking three arguments also gets an
+    ``on_step`` callback for the optimisation's steps (scale, step, loss terms)."""
+    import inspect
+
+    with_steps = len(inspect.signature(work).parameters) >= 3
     results: list[PhotoResult] = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[stage]}"), console=err, transient=True,
@@ -30,7 +35,15 @@ def run_photos(photos: Sequence[Path], work: Callable[[Path, Callable[[str], Non
         task = bar.add_task("photos", total=len(photos), stage="")
         for p in photos:
             bar.update(task, description=p.name[:40])
-            r = work(p, lambda s: bar.update(task, stage=s))
+            def stage(s: str) -> None:
+                bar.update(task, stage=s)
+
+            def step(rec: dict) -> None:
+                bar.update(task, stage=f"pass {rec['pass'] + 1} scale {rec['scale']} step {rec['step'] + 1}/"
+                                       f"{rec['steps']}  content {rec['content']:.3f} style {rec['style']:.3f} "
+                                       f"render {rec['render']:.3f}")
+
+            r = work(p, stage, step) if with_steps else work(p, stage)
             results.append(r)
             if r.ok:
                 for f in r.faces:

@@ -30,7 +30,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def _register() -> None:
-    from . import unwrap  # noqa: F401  (registers the verb)
+    from . import refine, unwrap  # noqa: F401  (registers the verbs)
 
 
 _register()

@@ -1,0 +1,76 @@
+"""``facerefiner refine``: photo -> everything ``unwrap`` writes, plus the refined complete texture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..pipeline import RefineOptions, expand_inputs, load_content, refine_photo
+from .common import err, finish, run_photos, usage_error
+from .main import app
+
+_PRESETS = "paper, default, quick"
+
+
+@app.command("refine")
+def refine_cmd(
+    photos: List[str] = typer.Argument(..., help="Photos, folders of photos or glob patterns."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder; each face gets OUT/<photo stem>/."),
+    preset: str = typer.Option("default", "--preset", help=f"Schedule: {_PRESETS} (paper = the authors' 2 scales x 150 steps x 5 passes)."),
+    size: Optional[int] = typer.Option(None, "--size", help="Texture size S (default: the preset's, 512 except quick)."),
+    content: Optional[Path] = typer.Option(None, "--content", help="Your own content texture I_C in this project's UV layout (resampled to S)."),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="Image the size of the photo; white pixels are not trusted (hand, glasses, hair)."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (same seed, photo and machine -> same texture)."),
+    content_weight: Optional[float] = typer.Option(None, "--content-weight", help="Weight of the content term (paper: 8.0)."),
+    style_weight: Optional[float] = typer.Option(None, "--style-weight", help="Weight of the style term (paper: 1.7)."),
+    render_weight: Optional[float] = typer.Option(None, "--render-weight", help="Weight of the rendering term (paper: 20)."),
+    features: Optional[str] = typer.Option(None, "--features", help="vgg16, patches or auto (vgg16 when weights resolve)."),
+    vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", help="VGG16 weights file (torchvision's vgg16-397923af.pth or Caffe-convention conv weights)."),
+    vgg_format: str = typer.Option("auto", "--vgg-format", help="auto, torchvision or caffe: the input convention of --vgg-weights."),
+    all_faces: bool = typer.Option(False, "--all-faces", help="Every face of a photo into its own folder (<stem>_face0, ...)."),
+    min_face: float = typer.Option(64.0, "--min-face", help="Ignore faces smaller than this many pixels across."),
+    uv_layout: Optional[Path] = typer.Option(None, "--uv-layout", help="OBJ with UVs for MediaPipe's 468-vertex topology."),
+) -> None:
+    """Refine: a complete, high-fidelity UV texture from one photo (FaceRefiner)."""
+    from ..errors import FaceRefinerError
+    from ..features import get_extractor
+    from ..io import ensure_writable_dir
+    from ..layout import load_layout
+    from ..refine import PRESETS, preset as make_preset, resolve_device
+
+    if preset not in PRESETS:
+        usage_error(f"--preset must be one of {_PRESETS}, got {preset!r}")
+    if size is not None and not 32 <= size <= 4096:
+        usage_error(f"--size must be between 32 and 4096, got {size}")
+    if features is not None and features not in ("vgg16", "patches", "auto"):
+        usage_error(f"--features must be vgg16, patches or auto, got {features!r}")
+    files = expand_inputs(photos)
+    if not files:
+        usage_error("no photos given (no file matched " + ", ".join(photos) + ")")
+    try:
+        cfg = make_preset(preset, size=size, seed=seed, content_weight=content_weight, style_weight=style_weight,
+                          render_weight=render_weight, features=features)
+    except ValueError as e:
+        usage_error(f"{e} (check --size and --preset)")
+    opts = RefineOptions(size=cfg.size, all_faces=all_faces, min_face=min_face, uv_layout=uv_layout, mask=mask,
+                         content=content, device=device)
+    try:
+        ensure_writable_dir(out)
+        layout = load_layout(uv_layout)
+        if mask is not None and not mask.exists():
+            usage_error(f"{mask}: no such file (--mask)")
+        if content is not None:
+            load_content(content)
+        dev = resolve_device(device)
+        extractor = get_extractor(cfg.features, weights=vgg_weights, weights_format=vgg_format, device=dev)
+    except FaceRefinerError as e:
+        usage_error(str(e))
+    if extractor[1].get("notice"):
+        err.print(f"[yellow]notice:[/yellow] {extractor[1]['notice']}", highlight=False)
+    results = run_photos(files, lambda p, stage, step: refine_photo(p, out, opts, cfg, layout=layout,
+                                                                    extractor=extractor, on_stage=stage,
+                                                                    on_step=step))
+    finish(results)

@@ -1,0 +1,418 @@
+"""Refine: the FaceRefiner optimisation (PAPER.md, "The optimisation").
+
+The refined texture ``I_X`` starts as the content texture ``I_C`` and is optimised, parametrised as
+a Laplacian pyramid (:class:`~facerefiner.pyramid.LaplacianTexture`), with SGD on
+
+    loss = content_weight * content(I_X, I_C)                          (self-similarity)
+         + style(I_X, I_S; content_weight, style_weight)               (REMD + moments + colour)
+         + render_weight * L1(render(I_X), photo | eroded face mask)   (the paper's contribution)
+
+over coarse-to-fine scales (one pyramid at the full size per pass; a coarse scale synthesises
+only the coarser levels, at half the size per level left out, with all three weights multiplied
+by ``coarse_factor`` per level left out, as in the authors' code), repeated for ``passes`` outer passes,
+each restarting from the previous result as the new content texture with the content weight
+divided and the rendering weight multiplied by 1.1.
+
+Hypercolumns of ``I_X`` and ``I_C`` are read at the same ``content_samples`` positions (a strided
+grid with a random offset inside the layout, new every step) and used by both the content and the
+style terms, as in STROTSS. Style samples (``style_sets`` x ``style_samples``) are drawn once per
+scale inside the visibility mask, alternately from the sampled texture and its left-right mirror
+image (the layout is symmetric, so the mirror image is the other half of the face). The features
+of the style image are computed on ``I_S`` with its holes filled from ``I_C`` (identical texels
+inside the mask; it keeps the black of the holes out of the deep features near the mask's edge).
+
+The rendering term renders ``I_X`` through a rasterisation of the face region of the photo made
+once per photo (geometry is fixed): per-pixel bilinear texture lookups, differentiable in ``I_X``.
+
+The library is quiet: progress goes to an optional ``on_step`` callback, messages to ``logging``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import losses as L
+from . import render as R
+from .complete import complete, extend_outside
+from .errors import FaceRefinerError
+from .features import FeatureExtractor, get_extractor
+from .layout import UVLayout, default_layout
+from .pyramid import LaplacianTexture, collapse
+from .reconstruct import FaceGeometry
+from .sampling import grid_positions, style_positions
+from .unwrap import UnwrapResult, face_region, rasterize_face, unwrap, uv_raster
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RefineConfig", "PRESETS", "preset", "RefineResult", "RenderTarget", "render_target",
+           "refine_texture", "refine", "resolve_device"]
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """Settings of the refinement (every field is recorded in ``report.json``)."""
+
+    size: int = 512
+    """Texture size S of the output (S x S texels)."""
+    steps: tuple[int, ...] = (150, 150)
+    """SGD steps at each scale, coarse to fine; scale k of n works at size / 2**(n - 1 - k) texels
+    (two scales at S = 512: 256 then 512), synthesised from the coarser pyramid levels only."""
+    passes: int = 5
+    """Outer passes; each restarts from the previous result as the new content texture."""
+    content_weight: float = 8.0
+    """Weight of the self-similarity content term (divided by ``pass_decay`` every pass)."""
+    style_weight: float = 1.7
+    """Weight of the style term (REMD + moments + colour)."""
+    render_weight: float = 20.0
+    """Weight of the rendering L1 term (multiplied by ``pass_decay`` every pass)."""
+    pass_decay: float = 1.1
+    """Per-pass factor: content weight / pass_decay, rendering weight * pass_decay."""
+    coarse_factor: float = 2.0
+    """All weights are multiplied by this at every scale but the last."""
+    optimizer: str = "sgd"
+    """Optimiser of the pyramid levels: sgd (the paper's, with momentum) or adam."""
+    lr: float = 0.3
+    """Learning rate."""
+    momentum: float = 0.9
+    """SGD momentum (Adam's beta1)."""
+    levels: int = 5
+    """Laplacian pyramid levels of the parametrisation."""
+    content_samples: int = 2048
+    """Hypercolumn samples of I_X (and I_C) per step."""
+    style_samples: int = 1000
+    """Style samples per set."""
+    style_sets: int = 5
+    """Style sample sets, alternately from I_S and its mirror image."""
+    render_side: int | None = None
+    """Long side (px) of the photo region the rendering term compares against (default 2 S)."""
+    features: str = "auto"
+    """Feature extractor: vgg16, patches or auto (vgg16 when weights resolve, else patches)."""
+    seed: int = 0
+    """Random seed (sample positions): same seed, photo and machine -> same texture."""
+
+    def __post_init__(self) -> None:
+        if not self.steps or len(self.steps) > self.levels + 1:
+            raise ValueError(f"steps {self.steps}: one entry per scale, 1 to levels + 1 = {self.levels + 1} scales")
+        if min(self.scales) < 16:
+            raise ValueError(f"texture sizes must be at least 16, got scales {self.scales} for size {self.size}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be sgd or adam, got {self.optimizer!r}")
+        if self.passes < 1 or any(n < 0 for n in self.steps):
+            raise ValueError("passes must be >= 1 and steps >= 0")
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.steps)
+
+    @property
+    def scales(self) -> tuple[int, ...]:
+        """Texture size at each scale, coarse to fine."""
+        n = len(self.steps)
+        return tuple(self.size >> (n - 1 - k) for k in range(n))
+
+
+#: Named presets. ``paper`` is the authors' literal schedule; ``default`` the everyday one;
+#: ``quick`` a smoke-test schedule (seconds, low quality).
+PRESETS: dict[str, RefineConfig] = {
+    "paper": RefineConfig(lr=0.03),
+    "default": RefineConfig(steps=(60, 20), passes=2, lr=0.03),
+    "quick": RefineConfig(size=128, steps=(20, 20), passes=1, lr=0.03, content_samples=512, style_samples=256),
+}
+
+
+def preset(name: str, **overrides: Any) -> RefineConfig:
+    """A preset with some fields replaced (None values are ignored)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    base = PRESETS[name]
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return replace(base, **overrides)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"cpu"``, ``"cuda"`` (an error when no GPU is usable) or ``"auto"`` (cuda when available)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise FaceRefinerError("--device cuda: no CUDA GPU is available to this PyTorch (use --device cpu)")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise FaceRefinerError(f"--device must be cpu, cuda or auto, got {name!r}")
+    return torch.device(name)
+
+
+@dataclass
+class RenderTarget:
+    """What the rendering term compares against: the face region of the photo, rasterised once.
+
+    Attributes:
+        photo: (1, 3, h, w) float32 RGB in [0, 1], the photo region.
+        cache: :class:`~facerefiner.render.RasterCache` of the face mesh in that region.
+        mask: (1, 1, h, w) bool, the rendered face mask eroded by ``kernel`` (minus untrusted pixels).
+        kernel: the erosion kernel (region size / 20, odd).
+    """
+
+    photo: torch.Tensor
+    cache: R.RasterCache
+    mask: torch.Tensor
+    kernel: int
+
+    def to(self, device: torch.device) -> "RenderTarget":
+        c = self.cache
+        cache = R.RasterCache(index=c.index.to(device), uv=c.uv.to(device), size=c.size, padded=c.padded)
+        return RenderTarget(self.photo.to(device), cache, self.mask.to(device), self.kernel)
+
+
+def render_target(image: np.ndarray, geometry: FaceGeometry, layout: UVLayout, side: int,
+                  mask: np.ndarray | None = None) -> RenderTarget:
+    """Rasterise the face into its photo region (long side at most ``side`` px).
+
+    Args:
+        image: (H, W, 3) uint8 RGB photo.
+        mask: optional (H, W) bool, True where the photo is not to be trusted (left out of the loss).
+    """
+    region = face_region(geometry, max_side=side)
+    photo = torch.from_numpy(np.array(region.crop(np.asarray(image)))).permute(2, 0, 1)[None].float() / 255.0
+    rast = rasterize_face(geometry, layout, region)
+    cache = R.prepare(rast, torch.as_tensor(layout.faces), layout.uv_tensor())
+    covered = (rast[..., 3] > 0)[:, None]
+    h, w = covered.shape[-2:]
+    k = L.render_mask_kernel(max(h, w))
+    m = L.erode_mask(covered, k)
+    if mask is not None:
+        import cv2
+
+        bad = region.crop(np.asarray(mask, dtype=np.uint8) * 255) > 127
+        m &= ~torch.from_numpy(np.ascontiguousarray(bad))[None, None]
+    return RenderTarget(photo=photo, cache=cache, mask=m, kernel=k)
+
+
+def _downsample_masked(tex: torch.Tensor, vis: torch.Tensor, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, 3, S, S) texture and (S, S) bool mask -> the texture at s x s averaged over visible texels
+    only, and the texels of size s that are fully visible."""
+    v = vis[None, None].to(tex.dtype)
+    if tex.shape[-1] == s:
+        return tex, vis
+    va = F.interpolate(v, size=(s, s), mode="area")
+    ta = F.interpolate(tex * v, size=(s, s), mode="area") / va.clamp_min(1e-6)
+    return ta, va[0, 0] > 0.999
+
+
+def _resize(tex: torch.Tensor, s: int) -> torch.Tensor:
+    if tex.shape[-1] == s:
+        return tex
+    return F.interpolate(tex, size=(s, s), mode="bilinear", align_corners=False, antialias=s < tex.shape[-1])
+
+
+def _valid_at(valid: torch.Tensor, s: int) -> torch.Tensor:
+    """(S, S) bool layout coverage -> (s, s) texels that lie mostly inside the layout."""
+    return F.interpolate(valid[None, None].float(), size=(s, s), mode="area")[0, 0] > 0.5
+
+
+StepCallback = Callable[[dict[str, Any]], None]
+
+
+def refine_texture(sampled: torch.Tensor, visibility: torch.Tensor, content: torch.Tensor,
+                   target: RenderTarget | None, extractor: FeatureExtractor, config: RefineConfig,
+                   valid: torch.Tensor, *, on_step: StepCallback | None = None,
+                   history_every: int = 5) -> tuple[torch.Tensor, dict[str, list]]:
+    """The optimisation itself, on tensors.
+
+    Args:
+        sampled: (3, S, S) float32 I_S in [0, 1] (values outside ``visibility`` ignored).
+        visibility: (S, S) bool V.
+        content: (3, S, S) float32 I_C in [0, 1], complete.
+        target: the rendering term's target (:func:`render_target`), or None for no rendering
+            term (the STROTSS ablation).
+        extractor: hypercolumn features (:func:`~facerefiner.features.get_extractor`).
+        config: the schedule and weights.
+        valid: (S, S) bool texels inside the UV layout (content samples are drawn there).
+        on_step: called after every step with ``{"pass", "scale", "step", "steps", "loss", ...}``.
+        history_every: record the loss terms every this many steps.
+
+    Returns:
+        ``(texture, history)``: (3, S, S) float32 I_X in [0, 1] on the inputs' device, and the
+        sampled loss curves ``{"pass": [...], "scale": [...], "step": [...], "content": [...],
+        "style": [...], "render": [...], "total": [...], ...}``.
+    """
+    device = sampled.device
+    S = sampled.shape[-1]
+    gen = torch.Generator().manual_seed(int(config.seed))
+    i_s = torch.where(visibility[None], sampled, content)[None]  # holes filled (see module doc)
+    current = content[None].clone()
+    hist: dict[str, list] = {k: [] for k in ("pass", "scale", "step", "total", "content", "style", "render",
+                                             "remd", "moment", "color")}
+    cw, rw = float(config.content_weight), float(config.render_weight)
+    nsc = config.num_scales
+    for p in range(config.passes):
+        content_img = current.clone()
+        # One pyramid at full size per pass, in the [-1, 1] range of the authors' code (so that the
+        # SGD learning rate means the same); a coarse scale synthesises only its coarser levels.
+        tex = LaplacianTexture(current * 2.0 - 1.0, levels=config.levels)
+        if config.optimizer == "adam":
+            opt = torch.optim.Adam(tex.parameters(), lr=config.lr, betas=(config.momentum, 0.999))
+        else:
+            opt = torch.optim.SGD(tex.parameters(), lr=config.lr, momentum=config.momentum)
+        for si, nsteps in enumerate(config.steps):
+            drop = nsc - 1 - si  # finest bands left out at this scale
+            f = float(config.coarse_factor) ** drop
+            s = S >> drop
+            if nsteps == 0:
+                continue
+            with torch.no_grad():
+                style_img, vis_s = _downsample_masked(i_s, visibility, s)
+                valid_s = _valid_at(valid, s)
+                c_maps = [m.detach() for m in extractor.forward(_resize(content_img, s))]
+                sets = style_positions(vis_s if vis_s.any() else valid_s, config.style_samples, config.style_sets,
+                                       gen, device=device, dtype=sampled.dtype)
+                maps_plain = extractor.forward(style_img)
+                maps_mirror = extractor.forward(style_img.flip(-1))
+                y = torch.cat([extractor.sample(maps_mirror if mir else maps_plain, pos)[0] for pos, mir in sets])
+                del maps_plain, maps_mirror
+                y_mom = L.feature_moments(y)
+            for it in range(nsteps):
+                opt.zero_grad(set_to_none=True)
+                x = (collapse(list(tex.pyramid)[drop:]) + 1.0) * 0.5
+                pos = grid_positions((s, s), config.content_samples, gen, mask=valid_s, device=device,
+                                     dtype=x.dtype)
+                fx = extractor.sample(extractor.forward(x), pos)[0]
+                fc = extractor.sample(c_maps, pos)[0]
+                l_content = L.content_loss(fx, fc) * (cw * f)
+                l_style, parts = L.style_loss(fx, y, cw * f, config.style_weight * f, y_moments=y_mom)
+                total = l_content + l_style
+                l_render = torch.zeros((), device=device)
+                if target is not None and rw > 0:
+                    img = R.render_cached(x, target.cache)
+                    l_render = L.render_loss(img, target.photo, target.mask) * (rw * f)
+                    total = total + l_render
+                total.backward()
+                opt.step()
+                rec = {"pass": p, "scale": s, "step": it, "steps": nsteps, "total": float(total.detach()),
+                       "content": float(l_content.detach()), "style": float(l_style.detach()),
+                       "render": float(l_render.detach()), **parts}
+                if it % history_every == 0 or it == nsteps - 1:
+                    for k in hist:
+                        hist[k].append(rec[k])
+                if on_step is not None:
+                    on_step(rec)
+        with torch.no_grad():
+            current = ((tex() + 1.0) * 0.5).clamp_(0.0, 1.0)
+        cw /= config.pass_decay
+        rw *= config.pass_decay
+    out = current[0]
+    vnp = valid.cpu().numpy()
+    filled = extend_outside(out.permute(1, 2, 0).cpu().numpy(), vnp)  # no junk past the layout edge
+    return torch.from_numpy(np.ascontiguousarray(filled)).permute(2, 0, 1).to(device).contiguous(), hist
+
+
+@dataclass
+class RefineResult:
+    """Output of :func:`refine` (all textures (3, S, S) float32 RGB in [0, 1], on the CPU).
+
+    Attributes:
+        texture: the refined complete texture I_X.
+        sampled: the sampled texture I_S (0 where not visible) and ``visibility`` (S, S) bool V.
+        initial: the content texture I_C the optimisation started from.
+        geometry: the face.
+        history: sampled loss curves (see :func:`refine_texture`).
+        features: which extractor and weights were used (``get_extractor``'s info).
+        timings: seconds per stage.
+        config: the settings used.
+    """
+
+    texture: torch.Tensor
+    sampled: torch.Tensor
+    visibility: torch.Tensor
+    initial: torch.Tensor
+    geometry: FaceGeometry
+    history: dict[str, list]
+    features: dict[str, Any]
+    timings: dict[str, float]
+    config: RefineConfig
+    device: str = "cpu"
+    unwrapped: UnwrapResult | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def refine(image: np.ndarray, geometry: FaceGeometry | None = None, *, config: RefineConfig | None = None,
+           content: torch.Tensor | None = None, mask: np.ndarray | None = None,
+           extractor: tuple[FeatureExtractor, dict] | None = None, layout: UVLayout | None = None,
+           device: str = "auto", render: bool = True, vgg_weights: str | Path | None = None,
+           vgg_format: str = "auto", on_step: StepCallback | None = None,
+           unwrapped: UnwrapResult | None = None) -> RefineResult:
+    """One photo in, a refined complete texture out.
+
+    Args:
+        image: (H, W, 3) uint8 RGB photo (:func:`facerefiner.load_image`).
+        geometry: the face (default: :func:`facerefiner.reconstruct` of the largest face).
+        config: settings (default: ``PRESETS["default"]``).
+        content: optional (3, S', S') float I_C in [0, 1] in this project's layout (resampled to S);
+            default: the project's own completion (:func:`facerefiner.complete.complete`).
+        mask: optional (H, W) bool, True where the photo is not to be trusted.
+        extractor: a prebuilt ``get_extractor(...)`` result (reuse it across photos).
+        device: ``cpu``, ``cuda`` or ``auto``.
+        render: False drops the rendering term (the STROTSS ablation).
+        on_step: progress callback (see :func:`refine_texture`).
+        unwrapped: a precomputed :func:`facerefiner.unwrap` of this photo at ``config.size``.
+    """
+    from .reconstruct import reconstruct
+
+    cfg = config or PRESETS["default"]
+    layout = layout or default_layout()
+    dev = resolve_device(device)
+    t = {}
+    t0 = time.perf_counter()
+    geo = geometry or reconstruct(image)
+    t["reconstruct"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    uvr = uv_raster(layout, cfg.size)
+    un = unwrapped or unwrap(image, geo, cfg.size, layout=layout, mask=mask, uvr=uvr)
+    t["unwrap"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if content is None:
+        initial = complete(un.texture, un.visibility, layout, uvr=uvr)
+    else:
+        initial = prepare_content(content, cfg.size, uvr.valid)
+    t["complete"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ext, info = extractor or get_extractor(cfg.features, weights=vgg_weights, weights_format=vgg_format, device=dev)
+    t["features_load"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    side = cfg.render_side or 2 * cfg.size
+    target = render_target(image, geo, layout, side, mask).to(dev) if render else None
+    t["render_setup"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tex, hist = refine_texture(un.texture.to(dev), un.visibility.to(dev), initial.to(dev), target, ext, cfg,
+                               uvr.valid.to(dev), on_step=on_step)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    t["optimise"] = time.perf_counter() - t0
+    return RefineResult(texture=tex.cpu(), sampled=un.texture, visibility=un.visibility, initial=initial.cpu(),
+                        geometry=geo, history=hist, features=info, timings=t, config=cfg, device=str(dev),
+                        unwrapped=un)
+
+
+def prepare_content(content: torch.Tensor, size: int, valid: torch.Tensor) -> torch.Tensor:
+    """A user's content texture (3, h, w) float in [0, 1] -> (3, S, S), resampled, border-extended
+    outside the layout."""
+    c = content.float()
+    if c.dim() != 3 or c.shape[0] != 3:
+        raise ValueError(f"content: expected a (3, H, W) texture, got {tuple(c.shape)}")
+    if tuple(c.shape[-2:]) != (size, size):
+        c = F.interpolate(c[None], size=(size, size), mode="bilinear", align_corners=False,
+                          antialias=c.shape[-1] > size)[0]
+    filled = extend_outside(c.permute(1, 2, 0).numpy(), valid.cpu().numpy())
+    return torch.from_numpy(np.ascontiguousarray(filled)).permute(2, 0, 1).clamp(0, 1).contiguous()
+
+
+def config_dict(cfg: RefineConfig) -> dict[str, Any]:
+    d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+    d["scales"] = list(cfg.scales)
+    return d

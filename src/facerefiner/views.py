@@ -1,0 +1,76 @@
+"""Novel views of a textured face and the contact sheet ``views.png``.
+
+A novel view turns the head about the model's vertical axis through the mesh centroid and renders
+it with the photo's orthographic camera, cropped around the face, on a plain background.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .camera import Camera
+from .layout import UVLayout
+from .reconstruct import FaceGeometry
+from .render import render_face
+
+#: Yaw angles (degrees) of the turned views in ``views.png``.
+SHEET_YAWS = (-45.0, -20.0, 20.0, 45.0)
+
+
+def turned_view(texture: torch.Tensor, geometry: FaceGeometry, layout: UVLayout, yaw: float, size: int = 256,
+                background: float = 1.0, margin: float = 0.12) -> tuple[torch.Tensor, np.ndarray, Camera]:
+    """Render the face turned by ``yaw`` degrees (positive: toward the image's right).
+
+    Returns:
+        ``(image, xy, camera)``: (3, size, size) float in [0, 1] on a grey-level ``background``, the
+        (468, 2) projected vertices in that image, and the camera used.
+    """
+    cam = geometry.camera.turned(yaw, center=geometry.vertices.mean(0))
+    proj = cam.project(geometry.vertices)
+    x0, y0 = proj[:, :2].min(0)
+    x1, y1 = proj[:, :2].max(0)
+    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    crop = cam.crop(cx - side / 2, cy - side / 2, size, size, scale=size / side)
+    bg = torch.full((texture.shape[0], 1, 1), float(background), dtype=texture.dtype)
+    img, _ = render_face(texture, geometry.vertices, crop, layout, background=bg)
+    return img.clamp(0, 1), crop.project(geometry.vertices)[:, :2], crop
+
+
+def _tile(img: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+
+    h, w = img.shape[:2]
+    f = size / max(h, w)
+    small = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    out = np.full((size, size, 3), 255, np.uint8)
+    y, x = (size - small.shape[0]) // 2, (size - small.shape[1]) // 2
+    out[y:y + small.shape[0], x:x + small.shape[1]] = small
+    return out
+
+
+def _u8(t: torch.Tensor) -> np.ndarray:
+    return (t.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def contact_sheet(photo: np.ndarray, sampled: torch.Tensor, initial: torch.Tensor, texture: torch.Tensor,
+                  render: np.ndarray, geometry: FaceGeometry, layout: UVLayout, tile: int = 256) -> np.ndarray:
+    """photo | I_S | I_C | I_X | render | the head turned -45, -20, +20, +45 degrees.
+
+    Args:
+        photo: (H, W, 3) uint8; render: (h, w, 3) uint8 (``render_over_photo``); textures (3, S, S).
+
+    Returns:
+        (tile, 9 * tile, 3) uint8.
+    """
+    x0, y0, x1, y1 = geometry.box
+    m = 0.25 * max(x1 - x0, y1 - y0)
+    H, W = photo.shape[:2]
+    box = (int(max(0, x0 - m)), int(max(0, y0 - m)), int(min(W, x1 + m)), int(min(H, y1 + m)))
+    sy, sx = render.shape[0] / H, render.shape[1] / W
+    tiles = [_tile(photo[box[1]:box[3], box[0]:box[2]], tile)]
+    tiles += [_tile(_u8(t), tile) for t in (sampled, initial, texture)]
+    tiles.append(_tile(render[int(box[1] * sy):int(box[3] * sy), int(box[0] * sx):int(box[2] * sx)], tile))
+    tiles += [_u8(turned_view(texture, geometry, layout, y, tile)[0]) for y in SHEET_YAWS]
+    return np.concatenate(tiles, axis=1)
