@@ -112,6 +112,20 @@ def render_over_photo(rgb: np.ndarray, texture: torch.Tensor, geometry: FaceGeom
     return (out.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
 
 
+def _load_and_detect(path: Path, cfg: "UnwrapConfig", detector: FaceMeshDetector | None,
+                     stage: Callable[[str], None]):
+    """Photo, optional occlusion mask and the faces to process (largest only unless ``all_faces``),
+    with the clock at start, after loading and after detection."""
+    t0 = time.perf_counter()
+    stage("load")
+    rgb = load_image(path)
+    mask = load_mask(cfg.mask, (rgb.shape[1], rgb.shape[0])) if cfg.mask else None
+    t1 = time.perf_counter()
+    stage("reconstruct")
+    geos = reconstruct_all(rgb, min_face=cfg.min_face, detector=detector or default_detector(), source=str(path))
+    return rgb, mask, (geos if cfg.all_faces else geos[:1]), (t0, t1, time.perf_counter())
+
+
 def unwrap_photo(path: Path, out_root: Path, cfg: UnwrapConfig, *, layout: UVLayout | None = None,
                  detector: FaceMeshDetector | None = None,
                  on_stage: Callable[[str], None] | None = None) -> PhotoResult:
@@ -123,16 +137,7 @@ def unwrap_photo(path: Path, out_root: Path, cfg: UnwrapConfig, *, layout: UVLay
     try:
         layout = layout or load_layout(cfg.uv_layout)
         stage = on_stage or (lambda s: None)
-        t0 = time.perf_counter()
-        stage("load")
-        rgb = load_image(path)
-        mask = load_mask(cfg.mask, (rgb.shape[1], rgb.shape[0])) if cfg.mask else None
-        t1 = time.perf_counter()
-        stage("reconstruct")
-        geos = reconstruct_all(rgb, min_face=cfg.min_face, detector=detector or default_detector(), source=str(path))
-        if not cfg.all_faces:
-            geos = geos[:1]
-        t2 = time.perf_counter()
+        rgb, mask, geos, (t0, t1, t2) = _load_and_detect(path, cfg, detector, stage)
         names = face_folder_names(Path(path).stem, len(geos), cfg.all_faces)
         uvr = uv_raster(layout, cfg.size)
         for name, geo in zip(names, geos):
@@ -223,16 +228,9 @@ def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *
     try:
         layout = layout or load_layout(opts.uv_layout)
         stage = on_stage or (lambda s: None)
-        t0 = time.perf_counter()
-        stage("load")
-        rgb = load_image(path)
-        mask = load_mask(opts.mask, (rgb.shape[1], rgb.shape[0])) if opts.mask else None
+        rgb, mask, geos, (t0, _, t2) = _load_and_detect(path, opts, detector, stage)
         content = load_content(opts.content) if opts.content else None
-        stage("reconstruct")
-        geos = reconstruct_all(rgb, min_face=opts.min_face, detector=detector or default_detector(), source=str(path))
-        if not opts.all_faces:
-            geos = geos[:1]
-        t_load = time.perf_counter() - t0
+        t_load = t2 - t0
         for name, geo in zip(face_folder_names(Path(path).stem, len(geos), opts.all_faces), geos):
             stage("refine")
             r = refine(rgb, geo, config=config, content=content, mask=mask, extractor=extractor, layout=layout,

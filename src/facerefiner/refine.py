@@ -187,8 +187,6 @@ def render_target(image: np.ndarray, geometry: FaceGeometry, layout: UVLayout, s
     k = L.render_mask_kernel(max(h, w))
     m = L.erode_mask(covered, k)
     if mask is not None:
-        import cv2
-
         bad = region.crop(np.asarray(mask, dtype=np.uint8) * 255) > 127
         m &= ~torch.from_numpy(np.ascontiguousarray(bad))[None, None]
     return RenderTarget(photo=photo, cache=cache, mask=m, kernel=k)
