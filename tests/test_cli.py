@@ -132,3 +132,18 @@ def test_console_script_reports_one_line_without_traceback(tmp_path):
     assert "Traceback" not in p.stderr
     lines = [ln for ln in p.stderr.splitlines() if "missing.jpg" in ln]
     assert len(lines) == 1 and "no such file" in lines[0]
+
+
+def test_console_script_usage_errors_exit_1(tmp_path):
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("facerefiner")
+    if not exe.exists():
+        exe = shutil.which("facerefiner") or pytest.skip("the facerefiner console script is not installed")
+    p = subprocess.run([str(exe), "unwrap", "x.jpg", "--no-such-option"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "Traceback" not in p.stderr and "no-such-option" in p.stderr
+    p = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "facerefiner" in p.stdout
+    p = subprocess.run([str(exe), "unwrap", str(tmp_path / "missing.jpg"), "-o", str(tmp_path / "o"), "--size", "8"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "--size" in p.stderr

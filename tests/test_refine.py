@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import FACES, need, psnr
+from conftest import FACES, face_photos, need, psnr
 
 from facerefiner.cli.main import app
 from facerefiner.features import get_extractor
@@ -26,13 +26,11 @@ PATCHES = get_extractor("patches")
 
 
 def visible_psnr(rgb, geo, tex, vis):
-    import cv2
+    """PSNR of the render against the photo where the texels are visible, at the scale the texture
+    resolves (face crop at 2 S px, as the rendering loss): facerefiner.metrics.visible_fidelity."""
+    from facerefiner.metrics import visible_fidelity
 
-    layout = default_layout()
-    img, mask = render_face(tex, geo.vertices, geo.camera, layout)
-    a, _ = render_face(vis[None].float(), geo.vertices, geo.camera, layout)
-    m = cv2.erode((mask & (a[0] > 0.999)).numpy().astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-    return psnr(img.permute(1, 2, 0).numpy()[m], photo_to_tensor(rgb).permute(1, 2, 0).numpy()[m])
+    return visible_fidelity(rgb, tex, geo, visibility=vis)["psnr"]
 
 
 @pytest.fixture(scope="module")
@@ -53,28 +51,85 @@ def test_presets():
         preset("nope")
 
 
-def test_refine_completes_keeps_the_visible_region_and_changes_the_hidden(photo):
-    rgb, geo = photo
-    cfg = preset("quick")
+def _photo_ids():
+    return [p.name for p in face_photos()] or ["(no dev photos)"]
+
+
+@pytest.mark.parametrize("name", _photo_ids())
+def test_refine_completes_keeps_the_visible_region_and_changes_the_hidden(name, detector):
+    """On every dev photo where a face is found (quick schedule at S = 256, patches features)."""
+    from facerefiner.errors import NoFaceError
+
+    rgb = load_image(need(FACES / name))
+    try:
+        geo = reconstruct(rgb, detector=detector)
+    except NoFaceError:
+        pytest.skip(f"{name}: no face found")
+    cfg = preset("quick", size=256)
     r = refine(rgb, geo, config=cfg, extractor=PATCHES, device="cpu")
     S = cfg.size
     valid = uv_raster(default_layout(), S).valid
     assert r.texture.shape == (3, S, S) and r.texture.dtype == torch.float32
     assert float(r.texture.min()) >= 0 and float(r.texture.max()) <= 1
     hidden = valid & ~r.visibility
-    # complete: the hidden texels, black in the sampled texture, are filled (this photo's far
-    # cheek is genuinely near-black hair, so the check is on exact zeros, not on darkness)
-    assert float(r.sampled.amax(0)[hidden].max()) == 0.0
-    assert float((r.texture.amax(0)[hidden] == 0).float().mean()) < 0.005
+    # complete: the hidden texels, black in the sampled texture, are filled (some photos' hidden
+    # parts are genuinely near-black hair, so the check is on exact zeros, not on darkness)
+    assert float(r.sampled.amax(0)[hidden].max()) == 0.0 if hidden.any() else True
+    assert float((r.texture.amax(0)[valid] == 0).float().mean()) < 0.005
     assert float((r.texture.amax(0)[hidden] < 0.02).float().mean()) <= float(
         (r.initial.amax(0)[hidden] < 0.02).float().mean()) + 0.01
-    assert hidden.sum() > 0.2 * valid.sum()
-    assert float((r.texture - r.initial)[:, hidden].abs().mean()) > 1e-3  # refinement did something there
+    if hidden.sum() > 0.02 * valid.sum():
+        assert float((r.texture - r.initial)[:, hidden].abs().mean()) > 1e-3  # refinement did something there
     p_init = visible_psnr(rgb, geo, r.initial, r.visibility)
     p_ref = visible_psnr(rgb, geo, r.texture, r.visibility)
-    assert p_ref > 36.0 and p_ref > p_init - 1.0, (p_init, p_ref)
+    # within 1 dB of I_C (which carries the photo's own texels there), and above 36 dB unless I_C
+    # itself is not at this texture size (deca_ex_image02673: 35.6 dB at S = 256)
+    assert p_ref > p_init - 1.0 and (p_ref > 36.0 or p_init < 36.0), (p_init, p_ref)
     assert set(r.history) >= {"content", "style", "render", "total"} and len(r.history["total"]) > 2
     assert r.features["extractor"] == "patches"
+
+
+def test_visible_blend_weight():
+    from facerefiner.refine import visible_blend_weight
+
+    v = torch.zeros(64, 64, dtype=torch.bool)
+    v[16:48, 8:40] = True
+    w = visible_blend_weight(v, 8.0)
+    assert w.shape == (64, 64) and w.dtype == torch.float32
+    assert float(w[~v].abs().max()) == 0.0
+    assert float(w[32, 24]) == 1.0 and 0.0 < float(w[32, 9]) < 0.5  # deep inside / next to the edge
+    row = w[32, 8:24]
+    assert bool((row[1:] >= row[:-1]).all())  # rises monotonically inwards
+
+
+def lowpass_chroma_drift(texture, initial, valid, sigma):
+    """99th percentile over the layout of |Gaussian-blurred (U, V) chroma of texture - initial|."""
+    import cv2
+
+    from facerefiner.losses import rgb_to_yuv
+
+    d = (rgb_to_yuv(texture.permute(1, 2, 0)) - rgb_to_yuv(initial.permute(1, 2, 0)))[..., 1:].numpy()
+    d = np.abs(cv2.GaussianBlur(d, (0, 0), sigma))
+    return float(np.percentile(d[valid.numpy()], 99))
+
+
+def test_vgg16_refinement_paints_no_colour_blotches(detector):
+    """Regression: with every VGG layer normalised to mean 1 the deep layers dominated and the
+    optimisation painted low-frequency purple/green blotches (99th percentile of the blurred chroma
+    change 0.08 on this photo and on ffhq_00128); one global calibration factor gives 0.025."""
+    from conftest import VGG_CAFFE
+
+    rgb = load_image(need(FACES / "deca_vox_id08392.jpg"))
+    geo = reconstruct(rgb, detector=detector)
+    ext = get_extractor("vgg16", weights=need(VGG_CAFFE))
+    cfg = preset("quick", keep_visible=False)  # the raw optimisation result, visible region included
+    r = refine(rgb, geo, config=cfg, extractor=ext, device="cpu")
+    valid = uv_raster(default_layout(), cfg.size).valid
+    assert lowpass_chroma_drift(r.texture, r.initial, valid, cfg.size / 32) < 0.045
+    # the raw I_X loses some fidelity to the style term in 40 steps (41.5 -> 37.5 dB here), which
+    # keep_visible (on in the default and quick presets) gives back
+    assert visible_psnr(rgb, geo, r.texture, r.visibility) > 36.0
+    assert r.features["extractor"] == "vgg16" and r.features["convention"] == "caffe"
 
 
 def test_same_seed_same_texture_other_seed_other_texture(photo):
@@ -93,7 +148,7 @@ def test_blurred_content_is_sharpened_where_the_photo_shows(photo):
     import cv2
 
     rgb, geo = photo
-    cfg = preset("quick", steps=(30, 30))
+    cfg = preset("quick", steps=(30, 30), keep_visible=False)  # the rendering term alone brings detail back
     base = refine(rgb, geo, config=preset("quick", steps=(0, 0)), extractor=PATCHES, device="cpu")
     blurred = torch.from_numpy(cv2.GaussianBlur(base.initial.permute(1, 2, 0).numpy(), (0, 0), 6)).permute(2, 0, 1)
     r = refine(rgb, geo, config=cfg, content=blurred, extractor=PATCHES, device="cpu")
@@ -133,3 +188,18 @@ def test_cli_refine_usage_errors(tmp_path, ffhq_photo):
     if not torch.cuda.is_available():
         r = run("--device", "cuda")
         assert r.exit_code == 1 and "cuda" in r.output.lower()
+
+
+def test_cli_refine_offline_without_weights_falls_back_to_patches_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.delenv("FACEREFINER_VGG16", raising=False)
+    monkeypatch.setenv("FACEREFINER_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # an empty hub cache
+    photo = need(FACES / "ffhq_00128.png")
+    r = CliRunner().invoke(app, ["refine", str(photo), "-o", str(tmp_path / "out"), "--preset", "quick",
+                                 "--steps", "2,2"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    notice = [ln for ln in r.output.splitlines() if "notice" in ln]
+    assert len(notice) == 1 and "patches" in notice[0] and "--vgg-weights" in notice[0], r.output
+    rep = json.loads((tmp_path / "out" / "ffhq_00128" / "report.json").read_text())
+    assert rep["refine"]["features"]["extractor"] == "patches" and rep["refine"]["features"]["requested"] == "auto"
+    assert (tmp_path / "out" / "ffhq_00128" / "texture.png").is_file()

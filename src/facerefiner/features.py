@@ -166,6 +166,11 @@ _FP_TORCHVISION = torch.tensor([
     0.3157, 0.4233, -0.3498, 0.0864, -0.4646, 0.0118, 0.1048, -0.1458, -0.0158,
 ], dtype=torch.float64).view(3, 3, 3, 3)
 
+#: Mean activation over the VGG channels of the hypercolumn on the calibration image after
+#: :meth:`VGG16Extractor._calibrate` (about what the Caffe weights give at 1/58 of their scale, i.e.
+#: the order of magnitude of torchvision's normalised-input network, which the authors used raw).
+CALIBRATION_TARGET = 3.0
+
 # Ratio between the two conventions' input scales for one grey level: caffe input = 255 * std *
 # torchvision input (per channel), i.e. about 58. A checkpoint folded from one convention into the
 # other has first-layer weights scaled by this factor (or its inverse).
@@ -300,9 +305,10 @@ class VGG16Extractor(FeatureExtractor):
         layers: ReLU layers of the hypercolumn, any subset of :data:`VGG16_LAYERS`; default
             :data:`PAPER_LAYERS`. Maps are returned shallow to deep regardless of the order given.
         device: where the weights live (float32).
-        normalise: scale each layer's activations by a fixed per-layer factor that makes its mean
-            activation on a fixed reference image 1 (see :meth:`_calibrate`); False gives the raw
-            ReLU outputs.
+        normalise: scale all activations by one fixed factor per checkpoint that brings the mean
+            activation over the hypercolumn's VGG channels on a fixed reference image to
+            :data:`CALIBRATION_TARGET` (see :meth:`_calibrate`); the layers keep the relative
+            magnitudes the network gives them. False gives the raw ReLU outputs.
 
     ``forward(image)`` returns ``[image, relu_a, relu_b, ...]``: the input (B, 3, H, W) RGB in [0, 1]
     (unchanged, not normalised) followed by the ReLU outputs (B, C_l, H / 2**k, W / 2**k) (floor
@@ -402,12 +408,20 @@ class VGG16Extractor(FeatureExtractor):
 
     @torch.no_grad()
     def _calibrate(self) -> tuple[float, ...]:
-        """Per-layer factors that bring each layer's mean activation on a fixed reference image
-        (a seeded smooth random image, 224 x 224) to 1. Checkpoints differ in activation scale by
-        orders of magnitude (the Caffe weights see 0..255 inputs: relu3_x means of ~200, relu5_3 of
-        ~0.5); without this the moment term of the style loss is dominated by whichever layer is
-        largest in that checkpoint. Identical networks (a checkpoint and its conversion to the other
-        input convention) get identical factors, hence identical features."""
+        """One factor for all layers that brings the mean activation over the VGG channels of the
+        hypercolumn (channel-weighted, on a fixed reference image: a seeded smooth random image,
+        224 x 224) to :data:`CALIBRATION_TARGET`.
+
+        Checkpoints differ in activation scale by orders of magnitude (the Caffe weights see 0..255
+        inputs: relu3_x means of ~400, about 58 times those of a network fed torchvision's
+        normalised input), and the moment term of the style loss is not scale invariant; one
+        global factor removes that difference. It deliberately keeps the relative layer
+        magnitudes of the network (relu3_x largest, relu5_3 some 500 times smaller), as the
+        authors' raw torchvision features do: per-layer normalisation (every layer mean 1) let the
+        deep, coarse layers dominate the cosine distances and made the optimisation paint
+        low-frequency purple and green blotches. Identical networks (a checkpoint and its
+        conversion to the other input convention) get identical factors, hence identical features.
+        Returns the factor once per layer (all equal)."""
         g = torch.Generator().manual_seed(0)
         ref = F.interpolate(torch.rand(1, 3, 14, 14, generator=g, dtype=torch.float64), size=(224, 224),
                             mode="bicubic", align_corners=False).clamp_(0, 1).to(self.device)
@@ -417,7 +431,10 @@ class VGG16Extractor(FeatureExtractor):
         finally:
             self.layer_scale = saved
             self._cache.pop((self.device, torch.float64), None)
-        return tuple(1.0 / max(float(m.mean()), 1e-6) for m in maps)
+        total = sum(float(m.mean()) * m.shape[1] for m in maps)
+        mean = total / sum(m.shape[1] for m in maps)
+        factor = CALIBRATION_TARGET / max(mean, 1e-12)
+        return tuple(factor for _ in maps)
 
 
 # --------------------------------------------------------------------------------------------------

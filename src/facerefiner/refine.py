@@ -53,7 +53,7 @@ from .unwrap import UnwrapResult, face_region, rasterize_face, unwrap, uv_raster
 log = logging.getLogger(__name__)
 
 __all__ = ["RefineConfig", "PRESETS", "preset", "RefineResult", "RenderTarget", "render_target",
-           "refine_texture", "refine", "resolve_device"]
+           "refine_texture", "refine", "resolve_device", "visible_blend_weight"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,13 @@ class RefineConfig:
     """Feature extractor: vgg16, patches or auto (vgg16 when weights resolve, else patches)."""
     seed: int = 0
     """Random seed (sample positions): same seed, photo and machine -> same texture."""
+    keep_visible: bool = False
+    """Blend the sampled texture I_S back over the visible region at the end, feathered inwards from
+    the visibility boundary: there the back-projected photo is already the best texture (unwrap's
+    round trip is >= 39 dB) and the style term only costs fidelity; the refinement supplies the
+    hidden region and the seam. False = the optimisation's raw I_X (the paper)."""
+    keep_visible_feather: float = 1 / 64
+    """Width of that blend, as a fraction of the texture size (1/64: 8 texels at S = 512)."""
 
     def __post_init__(self) -> None:
         if not self.steps or len(self.steps) > self.levels + 1:
@@ -123,8 +130,9 @@ class RefineConfig:
 #: ``quick`` a smoke-test schedule (seconds, low quality).
 PRESETS: dict[str, RefineConfig] = {
     "paper": RefineConfig(lr=0.03),
-    "default": RefineConfig(steps=(60, 20), passes=2, lr=0.03),
-    "quick": RefineConfig(size=128, steps=(20, 20), passes=1, lr=0.03, content_samples=512, style_samples=256),
+    "default": RefineConfig(steps=(60, 20), passes=2, lr=0.03, keep_visible=True),
+    "quick": RefineConfig(size=128, steps=(20, 20), passes=1, lr=0.03, content_samples=512, style_samples=256,
+                          keep_visible=True),
 }
 
 
@@ -212,6 +220,26 @@ def _resize(tex: torch.Tensor, s: int) -> torch.Tensor:
 def _valid_at(valid: torch.Tensor, s: int) -> torch.Tensor:
     """(S, S) bool layout coverage -> (s, s) texels that lie mostly inside the layout."""
     return F.interpolate(valid[None, None].float(), size=(s, s), mode="area")[0, 0] > 0.5
+
+
+def visible_blend_weight(visibility: torch.Tensor, width: float) -> torch.Tensor:
+    """Weight of the sampled texture when it is blended back (``keep_visible``).
+
+    Args:
+        visibility: (S, S) bool V.
+        width: feather width in texels.
+
+    Returns:
+        (S, S) float in [0, 1] with V's dtype-independent device: 0 outside V, rising smoothly to 1
+        at ``width`` texels inside V's boundary (a Euclidean distance transform, smoothstep).
+    """
+    import cv2
+
+    v = visibility.cpu().numpy().astype(np.uint8)
+    d = cv2.distanceTransform(np.pad(v, 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    t = np.clip(d / max(float(width), 1e-6), 0.0, 1.0)
+    w = t * t * (3.0 - 2.0 * t)
+    return torch.from_numpy(w.astype(np.float32)).to(visibility.device)
 
 
 StepCallback = Callable[[dict[str, Any]], None]
@@ -305,6 +333,9 @@ def refine_texture(sampled: torch.Tensor, visibility: torch.Tensor, content: tor
         cw /= config.pass_decay
         rw *= config.pass_decay
     out = current[0]
+    if config.keep_visible:
+        a = visible_blend_weight(visibility, config.keep_visible_feather * S)
+        out = a * sampled + (1.0 - a) * out
     vnp = valid.cpu().numpy()
     filled = extend_outside(out.permute(1, 2, 0).cpu().numpy(), vnp)  # no junk past the layout edge
     return torch.from_numpy(np.ascontiguousarray(filled)).permute(2, 0, 1).to(device).contiguous(), hist

@@ -30,18 +30,37 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def _register() -> None:
-    from . import refine, unwrap  # noqa: F401  (registers the verbs)
+    from . import eval, refine, unwrap  # noqa: F401  (registers the verbs)
 
 
 _register()
 
 
+def _click_errors() -> tuple[type, type]:
+    """click's UsageError and ClickException, found through typer's public BadParameter (typer
+    vendors click, so it is not importable as ``click`` everywhere)."""
+    mro = typer.BadParameter.__mro__
+    return (next(c for c in mro if c.__name__ == "UsageError"), next(c for c in mro if c.__name__ == "ClickException"))
+
+
 def main() -> None:
+    """Entry point: click's own usage errors (unknown option, bad value) exit 1 like ours, not 2,
+    so that exit code 2 always means "some photos failed"."""
+    usage, click_error = _click_errors()
     try:
-        app(standalone_mode=True)
-    except KeyboardInterrupt:
+        rv = app(standalone_mode=False)
+    except usage as e:
+        e.show()
+        sys.exit(1)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except click_error as e:
+        e.show()
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":

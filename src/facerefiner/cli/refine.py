@@ -23,6 +23,8 @@ def refine_cmd(
     content: Optional[Path] = typer.Option(None, "--content", help="Your own content texture I_C in this project's UV layout (resampled to S)."),
     mask: Optional[Path] = typer.Option(None, "--mask", help="Image the size of the photo; white pixels are not trusted (hand, glasses, hair)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    steps: Optional[str] = typer.Option(None, "--steps", help="Steps per scale, coarse to fine, comma-separated (e.g. 60,20: two scales, S/2 then S)."),
+    passes: Optional[int] = typer.Option(None, "--passes", help="Outer passes (content weight / 1.1, rendering weight x 1.1 each)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (same seed, photo and machine -> same texture)."),
     content_weight: Optional[float] = typer.Option(None, "--content-weight", help="Weight of the content term (paper: 8.0)."),
     style_weight: Optional[float] = typer.Option(None, "--style-weight", help="Weight of the style term (paper: 1.7)."),
@@ -47,14 +49,22 @@ def refine_cmd(
         usage_error(f"--size must be between 32 and 4096, got {size}")
     if features is not None and features not in ("vgg16", "patches", "auto"):
         usage_error(f"--features must be vgg16, patches or auto, got {features!r}")
+    steps_t = None
+    if steps is not None:
+        try:
+            steps_t = tuple(int(v) for v in steps.split(","))
+        except ValueError:
+            usage_error(f"--steps must be comma-separated integers such as 60,20, got {steps!r}")
+    if passes is not None and passes < 1:
+        usage_error(f"--passes must be at least 1, got {passes}")
     files = expand_inputs(photos)
     if not files:
         usage_error("no photos given (no file matched " + ", ".join(photos) + ")")
     try:
         cfg = make_preset(preset, size=size, seed=seed, content_weight=content_weight, style_weight=style_weight,
-                          render_weight=render_weight, features=features)
+                          render_weight=render_weight, features=features, steps=steps_t, passes=passes)
     except ValueError as e:
-        usage_error(f"{e} (check --size and --preset)")
+        usage_error(f"{e} (check --size, --steps, --passes and --preset)")
     opts = RefineOptions(size=cfg.size, all_faces=all_faces, min_face=min_face, uv_layout=uv_layout, mask=mask,
                          content=content, device=device)
     try:

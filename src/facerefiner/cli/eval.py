@@ -1,0 +1,106 @@
+"""``facerefiner eval``: quality metrics of output folders, written into their report.json."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from .common import EXIT_FAILED, EXIT_OK, err, usage_error
+from .main import app
+
+
+def face_folders(path: Path) -> list[Path]:
+    """``path`` itself when it is a face folder (has report.json), else its subfolders that are."""
+    if (path / "report.json").is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")
+                      and (p / "report.json").is_file())
+    return []
+
+
+def _num(x: Any, fmt: str) -> str:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return "-"
+    if math.isinf(x):
+        return "inf"
+    if math.isnan(x):
+        return "-"
+    return format(x, fmt)
+
+
+def _row(name: str, m: dict[str, Any]) -> list[str]:
+    fid, idn, com, seam = (m.get(k) or {} for k in ("fidelity", "identity", "completion", "seam"))
+    turned = idn.get("turned") or {}
+    return [name, _num(fid.get("psnr"), ".2f"), _num(fid.get("ssim"), ".4f"), _num(idn.get("render"), ".3f"),
+            _num(turned.get("+30"), ".3f"), _num(turned.get("-30"), ".3f"), _num(com.get("psnr"), ".2f"),
+            _num(com.get("ssim"), ".4f"), _num(seam.get("ratio"), ".3f"), _num(seam.get("local_ratio"), ".3f"),
+            _num((m.get("cost") or {}).get("wall_s"), ".1f")]
+
+
+@app.command("eval")
+def eval_cmd(
+    folders: Optional[List[Path]] = typer.Argument(None, help="Output folders OUT/<face>, or OUT roots (every face folder in them)."),
+    no_identity: bool = typer.Option(False, "--no-identity", help="Skip the identity metric (dlib face descriptors)."),
+    photo: Optional[Path] = typer.Option(None, "--photo", help="The photo, when report.json's 'input' no longer points to it (one folder only)."),
+) -> None:
+    """Measure fidelity, identity, completion and seams of output folders; write them into each
+    folder's report.json under "metrics" and print a table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..errors import FaceRefinerError
+    from ..metrics import evaluate_folder
+
+    if not folders:
+        usage_error("no folders given (facerefiner eval OUT/<face> [...] or OUT)")
+    if photo is not None and not photo.is_file():
+        usage_error(f"{photo}: no such file (--photo)")
+    todo: list[Path] = []
+    failed: list[str] = []
+    for f in folders:
+        found = face_folders(f)
+        if found:
+            todo += found
+        elif not f.exists():
+            failed.append(f"{f}: no such folder")
+        else:
+            failed.append(f"{f}: no facerefiner output here (no report.json in it or its subfolders)")
+    n_bad = len(failed)
+    if photo is not None and len(todo) > 1:
+        usage_error(f"--photo needs exactly one folder, got {len(todo)}")
+    for msg in failed:
+        err.print(f"[red]failed[/red] {msg}", highlight=False)
+
+    rows = []
+    for folder in todo:
+        try:
+            with err.status(folder.name, spinner="dots") if err.is_terminal else contextlib.nullcontext():
+                m = evaluate_folder(folder, identity=not no_identity, photo=photo)
+        except FaceRefinerError as e:
+            failed.append(str(e))
+            err.print(f"[red]failed[/red] {e}", highlight=False)
+            continue
+        except MemoryError:
+            failed.append(f"{folder}: out of memory")
+            err.print(f"[red]failed[/red] {folder}: out of memory", highlight=False)
+            continue
+        rows.append(_row(str(folder), m))
+        err.print(f"[green]ok[/green] {folder}/report.json", highlight=False)
+
+    if rows:
+        table = Table(box=None, pad_edge=False)
+        table.add_column("folder", no_wrap=True)
+        for c in ( "PSNR", "SSIM", "ID", "ID+30", "ID-30", "fill PSNR", "fill SSIM", "seam",
+                  "seam loc", "wall s"):
+            table.add_column(c, justify="right", no_wrap=True)
+        for r in rows:
+            table.add_row(*r)
+        Console(width=None if sys.stdout.isatty() else 240).print(table)
+    err.print(f"{len(rows)} of {len(todo) + n_bad} folders evaluated, {len(failed)} failed", highlight=False)
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)

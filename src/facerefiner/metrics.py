@@ -1,0 +1,823 @@
+"""Quality metrics of a face texture, and of an output folder of ``facerefiner unwrap|refine``.
+
+Each metric is a small function on arrays / tensors; :func:`evaluate_folder` computes them all for
+one output folder and merges them into its ``report.json`` under ``"metrics"``.
+
+* **Visible fidelity** (:func:`visible_fidelity`, on :func:`psnr` and :func:`ssim`): the texture
+  rendered at the input camera against the photo, on the face's crop of the photo (long side at most
+  2 S px for an S x S texture: the scale the texture resolves and the rendering loss works at), inside the rendered face mask eroded by "region size / 20" (as the
+  refinement's rendering loss does) and where the pixel sees only visible texels (V rendered >= 0.999).
+* **Identity** (:func:`identity_distances`, optional extra ``pip install "facerefiner[eval]"``):
+  distance between dlib's ResNet face descriptors of the photo and of (a) the render composited
+  over the photo at the input pose, (b) renders turned to +-30 degrees of yaw on a plain grey
+  background. dlib's 5-point shape predictor is given the projected mesh's 2D bounding box (no
+  dlib detector). Lower is better; below :data:`SAME_PERSON` (0.6) dlib calls it the same person.
+* **Completion** (:func:`cheek_mask`, :func:`completion_probe`, :func:`completion_score`): hide the
+  cheek facing the camera with a photo mask (usable as ``--mask``), and score a texture made with
+  that mask on the texels the mask hid, against the unmasked unwrap's sampled texture.
+* **Seam** (:func:`seam_ratio`): mean luma gradient magnitude across the boundary of V divided by
+  the mean inside the face away from it; 1.0 = no seam.
+* **Cost** (:func:`cost`): the wall time (sum of ``timings_s``) and peak RSS when recorded.
+
+Geometry of a folder: read back from ``mesh.obj`` (vertices, and the UV layout for a non-default
+one) and ``camera.json`` rather than re-running MediaPipe on the photo: it is exactly the geometry the
+texture was made with (MediaPipe is not bit-reproducible across machines and versions), needs no
+detector and takes milliseconds. The photo itself (``report["input"]``) is still needed for the
+fidelity, identity and completion metrics.
+
+Images: numpy arrays are channel-last (H, W, C) or (H, W), uint8 (scaled by 1/255) or float in
+[0, 1]; torch tensors are channel-first (C, H, W) as elsewhere in this package. Non-finite values
+(an infinite PSNR of identical images) are written to ``report.json`` as ``null``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .camera import Camera
+from .errors import FaceRefinerError, InputError
+from .layout import UVLayout, default_layout, load_layout
+from .reconstruct import FaceGeometry, euler_yxz
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "psnr", "ssim", "ssim_map", "bounding_box", "visible_fidelity", "IdentityModel", "identity_model", "identity_available", "identity_distances",
+    "EvalExtraMissing", "cheek_mask", "CompletionProbe", "completion_probe", "completion_score",
+    "seam_ratio", "cost", "OutputFolder", "load_output", "geometry_from_folder", "evaluate_folder",
+    "write_report_metrics", "SAME_PERSON", "EVAL_INSTALL_HINT",
+]
+
+#: Version of the ``metrics`` block in ``report.json``.
+METRICS_VERSION = 1
+#: Long side (px) of the photo crop the fidelity and identity metrics work on.
+FIDELITY_MAX_SIDE = 1024
+#: Yaw angles (degrees, absolute head pose) of the turned renders of the identity metric.
+IDENTITY_YAWS = (30.0, -30.0)
+#: dlib's threshold: descriptor distances below it are the same person.
+SAME_PERSON = 0.6
+#: Width (texels) of the band on each side of V's boundary that :func:`seam_ratio` measures.
+SEAM_WIDTH = 2
+#: Grey level of the background of the turned renders.
+TURNED_BACKGROUND = 0.5
+#: Side (px) of the turned renders.
+TURNED_SIZE = 384
+#: Cheek vertices (MediaPipe indices) of the subject's right cheek: the canonical face's vertices
+#: within 2.5 cm of the midpoint of 50 and 205. The left cheek is their mirror (280, 425, ...).
+CHEEK_RIGHT = (36, 50, 101, 117, 118, 119, 187, 203, 205, 206, 207, 216)
+#: A texture is "complete" when at least this fraction of its hidden layout texels is not black.
+COMPLETE_FRACTION = 0.9
+
+EVAL_INSTALL_HINT = 'pip install "facerefiner[eval]"'
+
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+# --------------------------------------------------------------------------------------------
+# image helpers
+
+
+def _image(x: Any) -> np.ndarray:
+    """An image as a float64 numpy array in [0, 1]: (H, W, C) or (H, W) (see the module docstring)."""
+    if isinstance(x, torch.Tensor):
+        a = x.detach().cpu().to(torch.float64).numpy()
+        if a.ndim == 3:
+            a = a.transpose(1, 2, 0)
+        return a
+    a = np.asarray(x)
+    if a.dtype == np.uint8:
+        return a.astype(np.float64) / 255.0
+    if a.dtype == bool:
+        return a.astype(np.float64)
+    return a.astype(np.float64, copy=False)
+
+
+def _mask(m: Any, shape: tuple[int, int]) -> np.ndarray:
+    a = m.detach().cpu().numpy() if isinstance(m, torch.Tensor) else np.asarray(m)
+    a = a.astype(bool)
+    if a.shape != tuple(shape):
+        raise ValueError(f"mask: expected shape {tuple(shape)}, got {a.shape}")
+    return a
+
+
+def _pair(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
+    x, y = _image(a), _image(b)
+    if x.shape != y.shape:
+        raise ValueError(f"images differ in shape: {x.shape} vs {y.shape}")
+    if x.ndim not in (2, 3):
+        raise ValueError(f"expected (H, W) or (H, W, C) images, got {x.shape}")
+    return x, y
+
+
+def psnr(a: Any, b: Any, mask: Any = None, data_range: float = 1.0) -> float:
+    """Peak signal-to-noise ratio (dB) of ``b`` against ``a`` (``skimage.metrics.peak_signal_noise_ratio``)
+    over the pixels of ``mask`` (all pixels when None): ``inf`` for identical images, ``nan`` for
+    an empty mask."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    x, y = _pair(a, b)
+    if mask is not None:
+        m = _mask(mask, x.shape[:2])
+        if not m.any():
+            return float("nan")
+        x, y = x[m], y[m]
+    if np.array_equal(x, y):
+        return float("inf")
+    return float(peak_signal_noise_ratio(x, y, data_range=data_range))
+
+
+def ssim_map(a: Any, b: Any, data_range: float = 1.0) -> np.ndarray:
+    """(H, W) structural similarity map (``skimage.metrics.structural_similarity``, Wang et al.'s
+    settings: Gaussian window sigma 1.5, population covariance), averaged over colour channels."""
+    from skimage.metrics import structural_similarity
+
+    x, y = _pair(a, b)
+    _, smap = structural_similarity(x, y, data_range=data_range, channel_axis=2 if x.ndim == 3 else None,
+                                    gaussian_weights=True, sigma=1.5, use_sample_covariance=False, full=True)
+    return smap.mean(axis=2) if smap.ndim == 3 else smap
+
+
+def ssim(a: Any, b: Any, mask: Any = None, data_range: float = 1.0) -> float:
+    """Mean SSIM of ``b`` against ``a`` over the pixels of ``mask`` (all pixels when None).
+
+    The SSIM map is computed on the whole images and then averaged inside the mask. Outside the
+    mask ``b`` is replaced by ``a`` first, so that windows straddling the mask's edge compare only
+    the pixels inside it (what lies outside, e.g. the background of a render, does not count).
+    """
+    x, y = _pair(a, b)
+    if mask is None:
+        return float(ssim_map(x, y, data_range).mean())
+    m = _mask(mask, x.shape[:2])
+    if not m.any():
+        return float("nan")
+    y = np.where(m[..., None] if y.ndim == 3 else m, y, x)
+    return float(ssim_map(x, y, data_range)[m].mean())
+
+
+def _u8(img: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8, contiguous."""
+    return np.ascontiguousarray((img.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8))
+
+
+def bounding_box(xy: np.ndarray) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) of (N, 2+) points, e.g. projected mesh vertices."""
+    x0, y0 = np.asarray(xy)[:, :2].min(0)
+    x1, y1 = np.asarray(xy)[:, :2].max(0)
+    return float(x0), float(y0), float(x1), float(y1)
+
+
+# --------------------------------------------------------------------------------------------
+# 1. visible fidelity
+
+
+@dataclass
+class _Crop:
+    """The face's crop of the photo with the mesh rasterised into it."""
+
+    photo: np.ndarray          # (h, w, 3) uint8
+    camera: Camera             # projects the mesh into the crop
+    cache: Any                 # RasterCache of the face in the crop
+    covered: torch.Tensor      # (h, w) bool
+
+
+def _face_crop(photo: np.ndarray, geometry: FaceGeometry, layout: UVLayout, max_side: int) -> _Crop:
+    from .render import coverage_mask, face_raster
+    from .unwrap import face_region
+
+    region = face_region(geometry, max_side=max_side)
+    crop = np.array(region.crop(np.asarray(photo)), dtype=np.uint8, order="C")  # writable copy
+    w, h = region.out_size
+    cam = geometry.camera.crop(region.x0, region.y0, w, h, scale=region.scale)
+    _, cache = face_raster(geometry.vertices, cam, layout)
+    return _Crop(photo=crop, camera=cam, cache=cache, covered=coverage_mask(cache)[0])
+
+
+def _render_rgba(texture: torch.Tensor, visibility: torch.Tensor | None, cache: Any,
+                 premultiplied: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The texture (times V when ``premultiplied``) and V rendered through ``cache``: (3, h, w)
+    RGB, (h, w) float V."""
+    from .render import render_face
+
+    tex = texture.detach().float()
+    vis = torch.ones_like(tex[:1]) if visibility is None else visibility[None].to(tex.dtype)
+    img, _ = render_face(torch.cat([tex * vis if premultiplied else tex, vis]), cache=cache)
+    return img[:3].clamp(0, 1), img[3]
+
+
+def visible_fidelity(photo: np.ndarray, texture: torch.Tensor, geometry: FaceGeometry,
+                     layout: UVLayout | None = None, visibility: torch.Tensor | None = None, *,
+                     max_side: int | None = None) -> dict[str, Any]:
+    """PSNR and SSIM of the texture rendered at the input camera against the photo.
+
+    Compared on the face's crop of the photo (long side at most ``max_side`` px; default 2 S for an
+    S x S texture, the scale of the refinement's rendering loss: a finer comparison would measure
+    the texture's resolution rather than its colours), inside the
+    rendered face mask eroded by :func:`facerefiner.losses.render_mask_kernel` of the crop size
+    (region size / 20, as the rendering loss of the refinement) and intersected with the pixels
+    that see only visible texels (``visibility`` rendered >= 0.999).
+
+    Args:
+        photo: (H, W, 3) uint8 RGB.
+        texture: (3, S, S) float in [0, 1].
+        visibility: (S, S) bool V (None: every texel counts as visible).
+
+    Returns:
+        ``{"psnr", "ssim", "pixels", "crop_size", "erosion_px"}``.
+    """
+    from .losses import erode_mask, render_mask_kernel
+
+    layout = layout or default_layout()
+    c = _face_crop(photo, geometry, layout, max_side or 2 * int(texture.shape[-1]))
+    h, w = c.covered.shape
+    k = render_mask_kernel(max(h, w))
+    img, vis = _render_rgba(texture, visibility, c.cache)
+    m = erode_mask(c.covered[None, None], k)[0, 0] & (vis >= 0.999)
+    ref = c.photo
+    out = img.permute(1, 2, 0).numpy().astype(np.float64)
+    return {"psnr": psnr(ref, out, m), "ssim": ssim(ref, out, m), "pixels": int(m.sum()),
+            "crop_size": [int(w), int(h)], "erosion_px": int(k)}
+
+
+# --------------------------------------------------------------------------------------------
+# 2. identity (optional: dlib)
+
+
+class EvalExtraMissing(FaceRefinerError):
+    """The optional packages of the identity metric are not installed."""
+
+
+def _model_files() -> tuple[str, str]:
+    """(face recognition model, 5-point shape predictor) paths from ``face_recognition_models``."""
+    try:
+        import warnings
+
+        with warnings.catch_warnings():  # its pkg_resources import warns about the deprecation
+            warnings.simplefilter("ignore")
+            import face_recognition_models as frm
+        return frm.face_recognition_model_location(), frm.pose_predictor_five_point_model_location()
+    except ImportError as e:
+        # face_recognition_models imports pkg_resources (setuptools < 81); its files are still
+        # where the package lies when only that import fails.
+        import importlib.util
+
+        spec = importlib.util.find_spec("face_recognition_models")
+        if spec is None or not spec.submodule_search_locations:
+            raise EvalExtraMissing(f"face_recognition_models is not installed ({EVAL_INSTALL_HINT})") from e
+        base = Path(next(iter(spec.submodule_search_locations))) / "models"
+        files = (base / "dlib_face_recognition_resnet_model_v1.dat", base / "shape_predictor_5_face_landmarks.dat")
+        if not all(f.exists() for f in files):
+            raise EvalExtraMissing(f"face_recognition_models has no model files in {base} "
+                                   f"({EVAL_INSTALL_HINT})") from e
+        return str(files[0]), str(files[1])
+
+
+class IdentityModel:
+    """dlib's ResNet face descriptor (128-D), aligned by its 5-point shape predictor on a given box.
+
+    Raises:
+        EvalExtraMissing: dlib or face_recognition_models is not installed.
+    """
+
+    def __init__(self) -> None:
+        try:
+            import dlib
+        except ImportError as e:
+            raise EvalExtraMissing(f"dlib is not installed ({EVAL_INSTALL_HINT})") from e
+        rec, five = _model_files()
+        self._dlib = dlib
+        self.predictor = dlib.shape_predictor(five)
+        self.recognizer = dlib.face_recognition_model_v1(rec)
+        self.name = Path(rec).stem
+
+    def descriptor(self, rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+        """(128,) float64 descriptor of the face in ``rgb`` ((H, W, 3) uint8) inside ``box``
+        (x0, y0, x1, y1 pixels, e.g. the projected mesh's bounding box)."""
+        img = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+        x0, y0, x1, y1 = (round(v) for v in box)
+        shape = self.predictor(img, self._dlib.rectangle(x0, y0, x1, y1))
+        return np.asarray(self.recognizer.compute_face_descriptor(img, shape), dtype=np.float64)
+
+    @staticmethod
+    def distance(a: np.ndarray, b: np.ndarray) -> float:
+        """Euclidean distance of two descriptors (< :data:`SAME_PERSON`: the same person)."""
+        return float(np.linalg.norm(np.asarray(a) - np.asarray(b)))
+
+
+@functools.lru_cache(maxsize=1)
+def identity_model() -> IdentityModel:
+    """The process-wide :class:`IdentityModel` (loaded once; raises :class:`EvalExtraMissing`)."""
+    return IdentityModel()
+
+
+def identity_available() -> bool:
+    """True when the identity metric's packages are importable."""
+    try:
+        identity_model()
+        return True
+    except EvalExtraMissing:
+        return False
+
+
+def identity_distances(photo: np.ndarray, texture: torch.Tensor, geometry: FaceGeometry,
+                       layout: UVLayout | None = None, visibility: torch.Tensor | None = None, *,
+                       yaws: tuple[float, ...] | None = IDENTITY_YAWS, model: IdentityModel | None = None,
+                       max_side: int = FIDELITY_MAX_SIDE) -> dict[str, Any]:
+    """Face-descriptor distances between the photo and renders of the texture.
+
+    (a) ``render``: the texture rendered at the input camera composited over the photo (texels
+    outside ``visibility`` transparent), on the face's crop of the photo; (b) ``turned``: the head
+    turned to each yaw of ``yaws`` (absolute, degrees; about the model's vertical axis, so with
+    pitch and roll the pose's yaw is close to, not exactly, the target: see ``turned_yaw_deg``),
+    rendered on a plain grey background. Each face is aligned by dlib's 5-point predictor on the
+    projected mesh's 2D box.
+
+    Raises:
+        EvalExtraMissing: dlib or face_recognition_models is not installed.
+    """
+    from .views import turned_view
+
+    layout = layout or default_layout()
+    model = model or identity_model()
+    c = _face_crop(photo, geometry, layout, max_side)
+    box = bounding_box(c.camera.project(geometry.vertices))
+    ref = model.descriptor(c.photo, box)
+    img, vis = _render_rgba(texture, visibility, c.cache, premultiplied=True)
+    a = torch.where(c.covered, vis, torch.zeros_like(vis))[None]
+    base = torch.from_numpy(c.photo).permute(2, 0, 1).float() / 255.0
+    comp = _u8(img + (1 - a) * base)  # premultiplied "over", as render.png
+    out: dict[str, Any] = {"model": model.name, "same_person_below": SAME_PERSON,
+                           "render": model.distance(ref, model.descriptor(comp, box))}
+    if yaws:
+        turned, actual = {}, {}
+        for yaw in yaws:
+            im, xy, cam = turned_view(texture.detach().float(), geometry, layout, yaw - geometry.yaw,
+                                      size=TURNED_SIZE, background=TURNED_BACKGROUND, margin=0.3)
+            key = f"{yaw:+.0f}"
+            turned[key] = model.distance(ref, model.descriptor(_u8(im), bounding_box(xy)))
+            actual[key] = round(_pose(cam)[0], 2)
+        out["turned"] = turned
+        out["turned_yaw_deg"] = actual
+    return out
+
+
+def _pose(camera: Camera) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) of the head seen by ``camera`` (as :class:`FaceGeometry` defines them)."""
+    return euler_yxz(np.diag([1.0, -1.0, -1.0]) @ np.asarray(camera.world_to_camera)[:3, :3])
+
+
+# --------------------------------------------------------------------------------------------
+# 3. completion
+
+
+def _cheek_sides(layout: UVLayout) -> dict[str, np.ndarray]:
+    right = np.array(CHEEK_RIGHT, dtype=np.int64)
+    mirror = layout.mirror if layout.mirror is not None else default_layout().mirror
+    return {"right": right, "left": np.asarray(mirror)[right]}
+
+
+def cheek_mask(geometry: FaceGeometry, side: str = "auto", layout: UVLayout | None = None,
+               grow: float = 1.0) -> tuple[np.ndarray, str]:
+    """A photo mask hiding one cheek: the convex hull of the projected cheek vertices
+    (:data:`CHEEK_RIGHT` or their mirror), optionally grown about its centre by ``grow``.
+
+    Args:
+        side: ``"right"`` or ``"left"`` (the subject's), or ``"auto"``: the cheek facing the camera
+            more (the larger mean cosine between its vertex normals and the view direction).
+
+    Returns:
+        ``(mask, side)``: (H, W) bool of the photo (``camera.image_size``), True on the hidden
+        cheek (write it as white pixels to use it as ``--mask``), and the side chosen.
+    """
+    import cv2
+
+    from .unwrap import vertex_normals
+
+    layout = layout or default_layout()
+    sides = _cheek_sides(layout)
+    cam = geometry.camera
+    if side == "auto":
+        n = vertex_normals(cam.to_camera(geometry.vertices), layout.faces)
+        if cam.perspective:
+            p = cam.to_camera(geometry.vertices)
+            facing = -(n * p).sum(1) / np.linalg.norm(p, axis=1).clip(1e-9)
+        else:
+            facing = -n[:, 2]
+        side = max(sides, key=lambda s: float(facing[sides[s]].mean()))
+    if side not in sides:
+        raise ValueError(f"side must be 'right', 'left' or 'auto', got {side!r}")
+    xy = cam.project(geometry.vertices)[sides[side], :2]
+    hull = cv2.convexHull(xy.astype(np.float32))[:, 0].astype(np.float64)
+    hull = hull.mean(0) + (hull - hull.mean(0)) * float(grow)
+    w, h = cam.image_size
+    m = np.zeros((h, w), np.uint8)
+    # pixel (j, i) has its centre at (j + 0.5, i + 0.5): shift by half a pixel, 4 bits of subpixel
+    cv2.fillConvexPoly(m, np.round((hull - 0.5) * 16).astype(np.int32), 1, lineType=cv2.LINE_8, shift=4)
+    return m.astype(bool), side
+
+
+@dataclass
+class CompletionProbe:
+    """What a completion score compares against.
+
+    Attributes:
+        mask: (H, W) bool photo mask (True = hidden), usable as ``--mask``.
+        hidden: (S, S) bool texels visible in the unmasked unwrap but hidden by the mask.
+        reference: (3, S, S) float32 the unmasked unwrap's sampled texture.
+        visibility: (S, S) bool V of the unmasked unwrap.
+        side: the cheek hidden (``"right"``/``"left"``), or ``"given"`` for a mask passed in.
+    """
+
+    mask: np.ndarray
+    hidden: torch.Tensor
+    reference: torch.Tensor
+    visibility: torch.Tensor
+    side: str
+
+
+def completion_probe(photo: np.ndarray, geometry: FaceGeometry, size: int = 512, layout: UVLayout | None = None,
+                     *, mask: np.ndarray | None = None, side: str = "auto",
+                     cos_threshold: float | None = None) -> CompletionProbe:
+    """Unwrap the photo with and without a mask (default: :func:`cheek_mask`) and keep the texels
+    the mask hides.
+
+    Args:
+        photo: (H, W, 3) uint8 RGB.
+        size: texture size S.
+        mask: an (H, W) bool photo mask; default the cheek facing the camera.
+    """
+    from .unwrap import unwrap, uv_raster
+
+    layout = layout or default_layout()
+    if mask is None:
+        mask, side = cheek_mask(geometry, side, layout)
+    else:
+        mask, side = np.asarray(mask, dtype=bool), "given"
+    uvr = uv_raster(layout, size)
+    full = unwrap(photo, geometry, size, layout=layout, uvr=uvr, cos_threshold=cos_threshold)
+    masked = unwrap(photo, geometry, size, layout=layout, uvr=uvr, mask=mask, cos_threshold=cos_threshold)
+    hidden = full.visibility & ~masked.visibility
+    return CompletionProbe(mask=mask, hidden=hidden, reference=full.texture, visibility=full.visibility, side=side)
+
+
+def completion_score(texture: torch.Tensor, reference: torch.Tensor, hidden: torch.Tensor) -> dict[str, Any]:
+    """PSNR and SSIM of ``texture`` against ``reference`` on the ``hidden`` texels.
+
+    Args:
+        texture: (3, S, S) float in [0, 1], made without seeing the hidden texels.
+        reference: (3, S, S) the unmasked sampled texture (:attr:`CompletionProbe.reference`).
+        hidden: (S, S) bool (:attr:`CompletionProbe.hidden`).
+
+    Returns:
+        ``{"psnr", "ssim", "texels"}``; SSIM is the map on the whole texture averaged over the
+        hidden texels (see :func:`ssim`).
+    """
+    tex = texture.detach().float()
+    if tex.shape[-2:] != hidden.shape:
+        tex = torch.nn.functional.interpolate(tex[None], size=tuple(hidden.shape), mode="bilinear",
+                                              align_corners=False, antialias=True)[0]
+    return {"psnr": psnr(reference, tex, hidden), "ssim": ssim(reference, tex, hidden),
+            "texels": int(hidden.sum())}
+
+
+# --------------------------------------------------------------------------------------------
+# 4. seam
+
+
+def seam_ratio(texture: Any, visibility: Any, valid: Any, width: int = SEAM_WIDTH) -> dict[str, Any]:
+    """How visible the boundary of V is in a texture.
+
+    The luma (Rec. 601) gradient magnitude (3x3 Sobel) averaged over the texels within ``width``
+    texels of V's boundary, divided by its mean over the face's texels away from the boundary
+    (farther than ``2 width + 1``). Both sets stay ``width + 2`` texels inside the layout, so the
+    layout's own edge does not count. 1.0: no seam; a step at the boundary raises it.
+
+    The interior holds the eyes, brows and lips, whose gradients are strong, while V's boundary
+    mostly runs over the cheeks, so ``ratio`` tends to sit below 1 for seamless textures of real
+    faces; ``local_ratio`` divides by the mean over the ring just beyond the band instead (farther
+    than ``2 width + 1`` and within ``6 width + 3`` texels of the boundary), which compares the
+    boundary with its own surroundings.
+
+    Args:
+        texture: (3, S, S) tensor or (S, S, 3) array in [0, 1].
+        visibility: (S, S) bool V.
+        valid: (S, S) bool texels covered by the UV layout (``uv_raster(layout, S).valid``).
+
+    Returns:
+        ``{"ratio", "local_ratio", "boundary", "interior", "boundary_texels", "interior_texels"}``
+        (nan when a set is empty).
+    """
+    import cv2
+
+    img = _image(texture)
+    luma = img @ _LUMA if img.ndim == 3 else img
+    gx = cv2.Sobel(luma, cv2.CV_64F, 1, 0, ksize=3)
+    gy = cv2.Sobel(luma, cv2.CV_64F, 0, 1, ksize=3)
+    g = np.hypot(gx, gy) / 8.0  # per-texel difference units
+    v = _mask(visibility, luma.shape).astype(np.uint8)
+    lay = _mask(valid, luma.shape).astype(np.uint8)
+
+    def se(r: int) -> np.ndarray:
+        return cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1, 2 * r + 1))
+
+    inner = cv2.erode(lay, se(width + 2), borderValue=0).astype(bool)
+    band = (cv2.dilate(v, se(width)) > 0) & ~(cv2.erode(v, se(width), borderValue=1) > 0)
+    near = (cv2.dilate(v, se(2 * width + 1)) > 0) & ~(cv2.erode(v, se(2 * width + 1), borderValue=1) > 0)
+    wide = (cv2.dilate(v, se(6 * width + 3)) > 0) & ~(cv2.erode(v, se(6 * width + 3), borderValue=1) > 0)
+    b, i, r = band & inner, inner & ~near, inner & wide & ~near
+
+    def mean(sel: np.ndarray) -> float:
+        return float(g[sel].mean()) if sel.any() else float("nan")
+
+    gb, gi, gr = mean(b), mean(i), mean(r)
+    return {"ratio": gb / gi if gi > 0 else float("nan"), "local_ratio": gb / gr if gr > 0 else float("nan"),
+            "boundary": gb, "interior": gi, "boundary_texels": int(b.sum()), "interior_texels": int(i.sum())}
+
+
+# --------------------------------------------------------------------------------------------
+# 5. cost
+
+
+def _find_rss(d: Any) -> float | None:
+    if isinstance(d, dict):
+        for k, v in d.items():
+            if "rss" in str(k).lower() and isinstance(v, (int, float)):
+                kk = str(k).lower()
+                return float(v) / 2**20 if kk.endswith(("bytes", "_b")) else float(v)
+        for v in d.values():
+            r = _find_rss(v)
+            if r is not None:
+                return r
+    return None
+
+
+def cost(report: dict[str, Any]) -> dict[str, Any]:
+    """``{"wall_s": sum of report["timings_s"], "peak_rss_mb": ...}`` (RSS only when the report
+    has a key with "rss" in its name: MB, or bytes when the key ends in "bytes")."""
+    t = report.get("timings_s") or {}
+    out: dict[str, Any] = {"wall_s": round(sum(float(v) for v in t.values() if isinstance(v, (int, float))), 4)}
+    rss = _find_rss({k: v for k, v in report.items() if k != "metrics"})
+    if rss is not None:
+        out["peak_rss_mb"] = round(rss, 1)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# an output folder
+
+
+@dataclass
+class OutputFolder:
+    """One face folder written by ``facerefiner unwrap|refine``, read back.
+
+    Attributes:
+        texture: (3, S, S) float32 ``texture.png``.
+        visibility: (S, S) bool ``visibility.png``.
+        complete: whether the texture is filled outside V (refine) or not (unwrap's sampled one).
+    """
+
+    folder: Path
+    report: dict[str, Any]
+    photo: np.ndarray
+    geometry: FaceGeometry
+    layout: UVLayout
+    texture: torch.Tensor
+    visibility: torch.Tensor
+    valid: torch.Tensor
+    complete: bool
+
+
+def _read_png(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    if not path.exists():
+        raise InputError(f"{path}: missing (not a complete facerefiner output folder)")
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im)
+    except OSError as e:
+        raise InputError(f"{path}: unreadable ({e})") from None
+
+
+def read_report(folder: str | os.PathLike) -> dict[str, Any]:
+    p = Path(folder) / "report.json"
+    if not Path(folder).is_dir():
+        raise InputError(f"{folder}: no such folder")
+    if not p.exists():
+        raise InputError(f"{folder}: no report.json (not a facerefiner output folder)")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise InputError(f"{p}: unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+def geometry_from_folder(folder: str | os.PathLike) -> FaceGeometry:
+    """The :class:`FaceGeometry` of an output folder from ``mesh.obj`` and ``camera.json``.
+
+    The landmarks are the projected vertices (468, no iris points; z in pixels from the camera's
+    scale); the box and the head pose are recomputed from the mesh and the camera.
+    """
+    from .export import read_obj_vertices
+    from .reconstruct import NUM_VERTICES
+
+    folder = Path(folder)
+    for name in ("mesh.obj", "camera.json"):
+        if not (folder / name).exists():
+            raise InputError(f"{folder / name}: missing (not a complete facerefiner output folder)")
+    try:
+        cam = Camera.from_json(json.loads((folder / "camera.json").read_text(encoding="utf-8")))
+        verts = read_obj_vertices(folder / "mesh.obj")
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise InputError(f"{folder}: unreadable mesh.obj or camera.json ({type(e).__name__})") from None
+    if verts.shape != (NUM_VERTICES, 3):
+        raise InputError(f"{folder / 'mesh.obj'}: has {len(verts)} vertices, expected {NUM_VERTICES}")
+    proj = cam.project(verts)
+    scale = float(abs(np.linalg.det(cam.K[:2, :2])) ** 0.5)
+    lm = np.concatenate([proj[:, :2], (proj[:, 2:3] - proj[:, 2].min()) * (scale if not cam.perspective else 1.0)], 1)
+    yaw, pitch, roll = _pose(cam)
+    return FaceGeometry(vertices=verts, camera=cam, landmarks=lm, box=bounding_box(proj), yaw=yaw, pitch=pitch, roll=roll,
+                        scale=scale, info={"source": str(folder)})
+
+
+def load_output(folder: str | os.PathLike, photo: str | os.PathLike | np.ndarray | None = None) -> OutputFolder:
+    """Read an output folder back: report, photo (``report["input"]`` unless given), geometry,
+    layout, texture and visibility.
+
+    Raises:
+        InputError: a file is missing or unreadable, or the photo does not match the report.
+    """
+    from .io import load_image
+    from .unwrap import uv_raster
+
+    folder = Path(folder)
+    report = read_report(folder)
+    geo = geometry_from_folder(folder)
+    name = report.get("uv_layout")
+    layout = default_layout() if name in (None, default_layout().name) else load_layout(folder / "mesh.obj")
+    if isinstance(photo, np.ndarray):
+        rgb = photo
+    else:
+        src = Path(photo) if photo is not None else Path(str(report.get("input", "")))
+        if photo is None and not src.is_absolute() and not src.exists() and (folder / src).exists():
+            src = folder / src
+        if not str(src) or not src.exists():
+            raise InputError(f"{folder}: the photo {str(src)!r} (report.json 'input') is missing")
+        rgb = load_image(src)
+    if (rgb.shape[1], rgb.shape[0]) != tuple(geo.camera.image_size):
+        raise InputError(f"{folder}: the photo is {rgb.shape[1]}x{rgb.shape[0]} px but camera.json is for "
+                         f"{geo.camera.image_size[0]}x{geo.camera.image_size[1]} px")
+    tex = _read_png(folder / "texture.png")
+    vis = _read_png(folder / "visibility.png")
+    if tex.ndim != 3 or tex.shape[:2] != vis.shape[:2] or tex.shape[0] != tex.shape[1]:
+        raise InputError(f"{folder}: texture.png {tex.shape[:2]} and visibility.png {vis.shape[:2]} do not match")
+    texture = torch.from_numpy(np.array(tex[..., :3])).permute(2, 0, 1).float() / 255.0
+    visibility = torch.from_numpy(np.array((vis if vis.ndim == 2 else vis.max(2)) > 127))
+    valid = uv_raster(layout, texture.shape[-1]).valid
+    hole = valid & ~visibility
+    filled = float((texture.amax(0)[hole] > 1.5 / 255).float().mean()) if bool(hole.any()) else 1.0
+    return OutputFolder(folder=folder, report=report, photo=rgb, geometry=geo, layout=layout, texture=texture,
+                        visibility=visibility, valid=valid, complete=filled >= COMPLETE_FRACTION)
+
+
+# --------------------------------------------------------------------------------------------
+# all of them
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        f = float(x)
+        return round(f, 6) if math.isfinite(f) else None
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def write_report_metrics(folder: str | os.PathLike, metrics: dict[str, Any]) -> None:
+    """Merge ``metrics`` into ``folder/report.json`` under ``"metrics"`` (temp file + os.replace)."""
+    folder = Path(folder)
+    report = read_report(folder)
+    report["metrics"] = _json_safe(metrics)
+    fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".json.tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(report, indent=2, allow_nan=False) + "\n")
+        os.replace(tmp, folder / "report.json")
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+_warned_identity = False
+
+
+def _skip_identity(reason: str) -> dict[str, Any]:
+    global _warned_identity
+    if not _warned_identity:
+        log.warning("identity metric skipped: %s", reason)
+        _warned_identity = True
+    else:
+        log.info("identity metric skipped: %s", reason)
+    return {"skipped": reason}
+
+
+def evaluate_folder(folder: str | os.PathLike, *, identity: bool = True,
+                    photo: str | os.PathLike | np.ndarray | None = None, write: bool = True,
+                    on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Compute every metric for one output folder and merge them into its ``report.json``.
+
+    Metrics that do not apply are recorded as ``{"skipped": reason}``: identity without the
+    ``eval`` extra (or with ``identity=False``); the turned identity renders, completion and seam
+    for an incomplete texture (``unwrap``'s sampled texture); completion for a folder made without
+    ``--mask`` (its hidden texels are those visible in an unmasked unwrap of the photo but not in
+    the folder's V, scored against that unwrap's sampled texture).
+
+    Args:
+        folder: OUT/<face> of ``facerefiner unwrap`` or ``refine``.
+        identity: compute the identity metric (needs ``pip install "facerefiner[eval]"``).
+        photo: the photo, when ``report["input"]`` no longer points to it.
+        write: merge the result into ``report.json``.
+
+    Returns:
+        The metrics dict (non-finite numbers as floats; ``null`` in the file).
+
+    Raises:
+        InputError: the folder or the photo is missing or unreadable.
+    """
+    stage = on_stage or (lambda s: None)
+    t0 = time.perf_counter()
+    stage("load")
+    out = load_output(folder, photo)
+    times: dict[str, float] = {"load": time.perf_counter() - t0}
+    incomplete = "texture.png is the sampled texture (not completed outside V)"
+    m: dict[str, Any] = {"version": METRICS_VERSION, "texture_complete": out.complete}
+
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        stage(name)
+        t = time.perf_counter()
+        r = fn()
+        times[name] = time.perf_counter() - t
+        return r
+
+    m["fidelity"] = timed("fidelity", lambda: visible_fidelity(out.photo, out.texture, out.geometry, out.layout,
+                                                             out.visibility))
+    if not identity:
+        m["identity"] = {"skipped": "disabled (--no-identity)"}
+    else:
+        try:
+            model = identity_model()
+        except EvalExtraMissing as e:
+            m["identity"] = _skip_identity(str(e))
+        else:
+            yaws = IDENTITY_YAWS if out.complete else None
+            m["identity"] = timed("identity", lambda: identity_distances(
+                out.photo, out.texture, out.geometry, out.layout, out.visibility if not out.complete else None,
+                yaws=yaws, model=model))
+            if not out.complete:
+                m["identity"]["turned"] = {"skipped": incomplete}
+
+    mask_used = (out.report.get("settings") or {}).get("mask")
+    if not out.complete:
+        m["completion"] = {"skipped": incomplete}
+    elif not mask_used:
+        m["completion"] = {"skipped": "made without --mask (see facerefiner.metrics.cheek_mask)"}
+    else:
+        def _completion() -> dict[str, Any]:
+            from .unwrap import unwrap
+
+            S = out.texture.shape[-1]
+            full = unwrap(out.photo, out.geometry, S, layout=out.layout, cos_threshold=out.report.get("cos_threshold"))
+            hidden = full.visibility & ~out.visibility
+            if not bool(hidden.any()):
+                return {"skipped": "the mask hides no texel that the photo shows"}
+            return {**completion_score(out.texture, full.texture, hidden), "mask": str(mask_used)}
+
+        m["completion"] = timed("completion", _completion)
+    m["seam"] = timed("seam", lambda: seam_ratio(out.texture, out.visibility, out.valid)) if out.complete \
+        else {"skipped": incomplete}
+    m["cost"] = cost(out.report)
+    m["eval_timings_s"] = {k: round(v, 4) for k, v in times.items()}
+    m["eval_timings_s"]["total"] = round(time.perf_counter() - t0, 4)
+    if write:
+        stage("write")
+        write_report_metrics(out.folder, m)
+    return m

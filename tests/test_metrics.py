@@ -1,0 +1,318 @@
+"""Quality metrics: PSNR/SSIM, seam, identity, completion, evaluate_folder and ``facerefiner eval``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import FACES, need
+
+from facerefiner import metrics as M
+from facerefiner.cli.main import app
+
+runner = CliRunner()
+
+
+def smooth_image(h=96, w=80, seed=0) -> np.ndarray:
+    """(h, w, 3) float in [0.1, 0.9] with structure at several scales."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    out = np.zeros((h, w, 3))
+    for sigma, amp in ((8, 0.5), (2, 0.3), (0.7, 0.2)):
+        n = cv2.GaussianBlur(rng.standard_normal((h, w, 3)), (0, 0), sigma)
+        out += amp * n / (n.std() + 1e-12)
+    return 0.5 + 0.4 * out / np.abs(out).max()
+
+
+# --------------------------------------------------------------------------------------------
+# PSNR / SSIM
+
+
+def test_identical_images_give_infinite_psnr_and_ssim_one():
+    a = smooth_image()
+    assert M.psnr(a, a) == float("inf")
+    assert M.ssim(a, a) == pytest.approx(1.0)
+    m = np.zeros(a.shape[:2], bool)
+    m[20:60, 10:50] = True
+    assert M.psnr(a, a.copy(), m) == float("inf")
+    assert M.ssim(a, a.copy(), m) == pytest.approx(1.0)
+    # uint8 arrays and channel-first tensors are the same images
+    u8 = (a * 255 + 0.5).astype(np.uint8)
+    t = torch.from_numpy(u8).permute(2, 0, 1).double() / 255
+    assert M.psnr(u8, t) == float("inf") and M.ssim(u8, t) == pytest.approx(1.0)
+
+
+def test_psnr_of_a_known_error():
+    a = smooth_image()
+    assert M.psnr(a, a + 0.1) == pytest.approx(20.0, abs=1e-9)  # MSE 0.01
+    m = np.zeros(a.shape[:2], bool)
+    m[:10] = True
+    b = a.copy()
+    b[m] += 0.01
+    b[~m] += 0.3  # outside the mask: not counted
+    assert M.psnr(a, b, m) == pytest.approx(40.0, abs=1e-9)
+    assert np.isnan(M.psnr(a, b, np.zeros_like(m)))
+
+
+def test_gaussian_blur_lowers_psnr_and_ssim():
+    import cv2
+
+    a = smooth_image()
+    p, s = [], []
+    for sigma in (0.8, 1.5, 3.0):
+        b = cv2.GaussianBlur(a, (0, 0), sigma)
+        p.append(M.psnr(a, b))
+        s.append(M.ssim(a, b))
+    assert all(np.isfinite(p)) and p[0] < 45 and s[0] < 0.99
+    assert p[0] > p[1] > p[2] and s[0] > s[1] > s[2]
+
+
+def test_ssim_inside_a_mask_ignores_what_lies_outside():
+    import cv2
+
+    a = smooth_image()
+    m = np.zeros(a.shape[:2], bool)
+    m[30:70, 20:60] = True
+    b = a.copy()
+    b[~m] = 0.0  # e.g. a render's background
+    assert M.ssim(a, b, m) == pytest.approx(1.0)
+    assert M.ssim(a, b) < 0.9
+    c = np.where(m[..., None], cv2.GaussianBlur(a, (0, 0), 2.0), a)
+    assert M.ssim(a, c, m) < 0.95
+
+
+# --------------------------------------------------------------------------------------------
+# seam
+
+
+@pytest.fixture(scope="module")
+def layout_valid():
+    from facerefiner.unwrap import uv_raster
+
+    return uv_raster(None, 256).valid
+
+
+def test_seam_of_a_smooth_texture_is_about_one_and_a_step_raises_it(layout_valid):
+    S = 256
+    y, x = np.mgrid[0:S, 0:S] / S
+    smooth = 0.3 + 0.25 * (x + y) + 0.005 * np.sin(2 * np.pi * 3 * x) * np.cos(2 * np.pi * 2 * y)
+    tex = torch.from_numpy(np.repeat(smooth[None], 3, 0)).float()
+    vis = layout_valid & torch.from_numpy(np.hypot(x - 0.35, y - 0.5) < 0.3)
+    r = M.seam_ratio(tex, vis, layout_valid)
+    assert r["boundary_texels"] > 200 and r["interior_texels"] > 2000
+    assert 0.85 < r["ratio"] < 1.15 and 0.85 < r["local_ratio"] < 1.15, r
+    stepped = tex + 0.08 * vis[None].float()
+    r2 = M.seam_ratio(stepped, vis, layout_valid)
+    assert r2["ratio"] > 5 and r2["local_ratio"] > 5, r2
+    # channel-last numpy input gives the same
+    assert M.seam_ratio(stepped.permute(1, 2, 0).numpy(), vis.numpy(), layout_valid.numpy())["ratio"] == \
+        pytest.approx(r2["ratio"])
+
+
+def test_cost_sums_the_timings_and_finds_peak_rss():
+    rep = {"timings_s": {"load": 1.0, "unwrap": 2.5, "note": "x"}, "resources": {"peak_rss_mb": 812.3}}
+    assert M.cost(rep) == {"wall_s": 3.5, "peak_rss_mb": 812.3}
+    assert M.cost({}) == {"wall_s": 0.0}
+
+
+# --------------------------------------------------------------------------------------------
+# real photos
+
+
+@pytest.fixture(scope="module")
+def ffhq_geo(detector):
+    from facerefiner import load_image, reconstruct
+
+    rgb = load_image(need(FACES / "ffhq_00128.png"))
+    return rgb, reconstruct(rgb, detector=detector)
+
+
+def need_dlib():
+    pytest.importorskip("dlib", reason='dlib is not installed (pip install "facerefiner[eval]")')
+    if not M.identity_available():
+        pytest.skip('face_recognition_models is not installed (pip install "facerefiner[eval]")')
+    return M.identity_model()
+
+
+def test_identity_distance_to_itself_is_zero_and_to_another_person_is_large(ffhq_geo, detector):
+    from facerefiner import load_image, reconstruct
+
+    model = need_dlib()
+    rgb, geo = ffhq_geo
+    box = M.bounding_box(geo.projected())
+    d = model.descriptor(rgb, box)
+    assert d.shape == (128,)
+    assert model.distance(d, model.descriptor(rgb.copy(), box)) == pytest.approx(0.0, abs=1e-6)
+    other = load_image(need(FACES / "ffhq_00145.png"))
+    g2 = reconstruct(other, detector=detector)
+    assert model.distance(d, model.descriptor(other, M.bounding_box(g2.projected()))) > M.SAME_PERSON
+
+
+def test_cheek_mask_lies_on_the_cheek_facing_the_camera(ffhq_geo):
+    from facerefiner.render import coverage_mask, face_raster
+
+    _, geo = ffhq_geo
+    center = geo.vertices.mean(0)
+    sides = {}
+    for yaw in (35.0, -35.0):
+        g = dataclasses.replace(geo, camera=geo.camera.turned(yaw - geo.yaw, center=center))
+        _, cache = face_raster(g.vertices, g.camera, M.default_layout())
+        face = coverage_mask(cache)[0].numpy()
+        m, side = M.cheek_mask(g)
+        other, _ = M.cheek_mask(g, "left" if side == "right" else "right")
+        assert m.shape == face.shape and m.sum() > 0.01 * face.sum()
+        assert (m & face).sum() == m.sum()  # all on the face
+        assert m.sum() > 1.5 * other.sum()  # the cheek facing the camera shows larger
+        sides[yaw] = side
+    assert sides[35.0] != sides[-35.0]
+
+
+def test_completion_probe_hides_visible_cheek_texels(ffhq_geo):
+    rgb, geo = ffhq_geo
+    p = M.completion_probe(rgb, geo, 128)
+    assert p.mask.shape == rgb.shape[:2] and p.mask.any() and p.side in ("left", "right")
+    assert int(p.hidden.sum()) > 100
+    assert not bool((p.hidden & ~p.visibility).any())  # inside V of the unmasked unwrap
+    same = M.completion_score(p.reference, p.reference, p.hidden)
+    assert same["psnr"] == float("inf") and same["ssim"] == pytest.approx(1.0) and same["texels"] == int(p.hidden.sum())
+    grey = M.completion_score(torch.full_like(p.reference, 0.5), p.reference, p.hidden)
+    assert grey["psnr"] < 25 and grey["ssim"] < 0.9
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate_folder and the CLI
+
+
+@pytest.fixture(scope="module")
+def unwrap_folder(tmp_path_factory, detector):
+    """A real ``facerefiner unwrap`` output (S = 256) of ffhq_00128."""
+    from facerefiner.pipeline import UnwrapConfig, unwrap_photo
+
+    photo = need(FACES / "ffhq_00128.png")
+    out = tmp_path_factory.mktemp("metrics_out")
+    r = unwrap_photo(photo, out, UnwrapConfig(size=256), detector=detector)
+    assert r.ok, r.error
+    return r.faces[0].folder
+
+
+def copy_folder(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def strict_json(path):
+    def no_constants(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    return json.loads(path.read_text(), parse_constant=no_constants)
+
+
+def test_geometry_from_folder_matches_the_report(unwrap_folder, ffhq_geo):
+    _, geo = ffhq_geo
+    g = M.geometry_from_folder(unwrap_folder)
+    rep = json.loads((unwrap_folder / "report.json").read_text())
+    assert g.yaw == pytest.approx(rep["head_pose_deg"]["yaw"], abs=0.01)
+    assert g.pitch == pytest.approx(rep["head_pose_deg"]["pitch"], abs=0.01)
+    assert np.abs(g.projected()[:, :2] - geo.projected()[:, :2]).max() < 0.01
+
+
+def test_evaluate_folder_writes_metrics_into_report_json(unwrap_folder, tmp_path):
+    folder = copy_folder(unwrap_folder, tmp_path / "face")
+    before = strict_json(folder / "report.json")
+    m = M.evaluate_folder(folder)
+    rep = strict_json(folder / "report.json")
+    assert {k: v for k, v in rep.items() if k != "metrics"} == before
+    assert rep["metrics"]["version"] == M.METRICS_VERSION and rep["metrics"]["texture_complete"] is False
+    fid = rep["metrics"]["fidelity"]
+    assert fid["psnr"] > 30 and 0.9 < fid["ssim"] <= 1 and fid["pixels"] > 10000
+    assert rep["metrics"]["seam"] == {"skipped": m["seam"]["skipped"]}
+    assert "skipped" in rep["metrics"]["completion"]
+    assert rep["metrics"]["cost"]["wall_s"] == pytest.approx(sum(before["timings_s"].values()), abs=1e-3)
+    if M.identity_available():
+        assert rep["metrics"]["identity"]["render"] < M.SAME_PERSON
+    else:
+        assert "facerefiner[eval]" in rep["metrics"]["identity"]["skipped"]
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []  # no temp files
+
+
+def test_evaluate_folder_on_a_completed_texture_made_with_a_cheek_mask(tmp_path, ffhq_geo, detector):
+    """An unwrap with the cheek mask, its texture completed by facerefiner.complete: every metric."""
+    from facerefiner.complete import complete
+    from facerefiner.io import save_png
+    from facerefiner.pipeline import UnwrapConfig, texture_to_uint8, unwrap_photo
+
+    _, geo = ffhq_geo
+    mask, _ = M.cheek_mask(geo)
+    save_png(tmp_path / "mask.png", mask.astype(np.uint8) * 255)
+    r = unwrap_photo(need(FACES / "ffhq_00128.png"), tmp_path / "out",
+                     UnwrapConfig(size=128, mask=tmp_path / "mask.png"), detector=detector)
+    assert r.ok, r.error
+    face = r.faces[0]
+    save_png(face.folder / "texture.png", texture_to_uint8(complete(face.unwrapped.texture, face.unwrapped.visibility)))
+    m = M.evaluate_folder(face.folder, identity=False)
+    assert m["texture_complete"] is True
+    assert m["identity"] == {"skipped": "disabled (--no-identity)"}
+    c = m["completion"]
+    assert c["texels"] > 100 and 10 < c["psnr"] < 60 and 0 < c["ssim"] < 1
+    assert 0.3 < m["seam"]["local_ratio"] < 3 and m["seam"]["boundary_texels"] > 0
+    assert strict_json(face.folder / "report.json")["metrics"]["completion"]["texels"] == c["texels"]
+
+
+def test_identity_is_skipped_with_a_notice_without_the_extra(unwrap_folder, tmp_path, monkeypatch, caplog):
+    def missing():
+        raise M.EvalExtraMissing(f"dlib is not installed ({M.EVAL_INSTALL_HINT})")
+
+    monkeypatch.setattr(M, "identity_model", missing)
+    monkeypatch.setattr(M, "_warned_identity", False)
+    folder = copy_folder(unwrap_folder, tmp_path / "face")
+    with caplog.at_level(logging.INFO, logger="facerefiner.metrics"):
+        m = M.evaluate_folder(folder, write=False)
+    assert m["identity"]["skipped"] == 'dlib is not installed (pip install "facerefiner[eval]")'
+    assert any('pip install "facerefiner[eval]"' in r.getMessage() for r in caplog.records)
+    assert "metrics" not in json.loads((folder / "report.json").read_text())
+
+
+def test_missing_photo_is_a_one_line_input_error(unwrap_folder, tmp_path):
+    folder = copy_folder(unwrap_folder, tmp_path / "face")
+    rep = json.loads((folder / "report.json").read_text())
+    rep["input"] = str(tmp_path / "moved.png")
+    (folder / "report.json").write_text(json.dumps(rep))
+    with pytest.raises(M.InputError, match="moved.png"):
+        M.evaluate_folder(folder)
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_cli_eval_missing_folder_and_usage_errors(tmp_path):
+    r = run("eval", tmp_path / "nothing")
+    assert r.exit_code == 2
+    failed = [ln for ln in r.output.splitlines() if ln.startswith("failed")]
+    assert failed == [f"failed {tmp_path / 'nothing'}: no such folder"], r.output
+    assert "Traceback" not in r.output
+    (tmp_path / "empty").mkdir()
+    r = run("eval", tmp_path / "empty")
+    assert r.exit_code == 2 and "no facerefiner output" in r.output
+    r = run("eval")
+    assert r.exit_code == 1 and r.output.startswith("error: no folders given")
+
+
+def test_cli_eval_on_an_output_root(unwrap_folder, tmp_path):
+    root = tmp_path / "out"
+    copy_folder(unwrap_folder, root / "a")
+    (root / "b").mkdir()  # not a face folder: ignored inside a root
+    r = run("eval", root, "--no-identity")
+    assert r.exit_code == 0, r.output
+    assert f"ok {root / 'a'}/report.json" in r.output and "PSNR" in r.output
+    m = strict_json(root / "a" / "report.json")["metrics"]
+    assert m["identity"] == {"skipped": "disabled (--no-identity)"} and m["fidelity"]["psnr"] > 30
