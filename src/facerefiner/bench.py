@@ -79,6 +79,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+from .io import atomic_write_bytes as _atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -839,10 +840,6 @@ def _read_report(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def collect(run: BenchRun, s: BenchSettings) -> tuple[list[dict[str, Any]], dict[str, dict[str, dict]]]:

@@ -130,8 +130,30 @@ def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
     Image.fromarray(a).save(path, format="PNG")
 
 
-def save_json(path: str | os.PathLike, obj: Any) -> None:
-    Path(path).write_text(json.dumps(obj, indent=2, default=_json_default) + "\n", encoding="utf-8")
+def to_uint8(image: Any) -> np.ndarray:
+    """(C, H, W) float tensor in [0, 1] -> (H, W, C) uint8 array, C-contiguous (rounded, clamped)."""
+    a = image.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    return np.ascontiguousarray((a * 255 + 0.5).astype(np.uint8))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it into place (never half-written)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def save_json(path: str | os.PathLike, obj: Any, *, allow_nan: bool = True) -> None:
+    """Indented JSON, written atomically (:func:`atomic_write_bytes`)."""
+    text = json.dumps(obj, indent=2, default=_json_default, allow_nan=allow_nan) + "\n"
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _json_default(o: Any) -> Any:

@@ -37,7 +37,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +49,7 @@ from .camera import Camera
 from .errors import FaceRefinerError, InputError
 from .layout import UVLayout, default_layout, load_layout
 from .reconstruct import FaceGeometry, euler_yxz
+from .io import save_json, to_uint8 as _u8
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +166,6 @@ def ssim(a: Any, b: Any, mask: Any = None, data_range: float = 1.0) -> float:
     return float(ssim_map(x, y, data_range)[m].mean())
 
 
-def _u8(img: torch.Tensor) -> np.ndarray:
-    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8, contiguous."""
-    return np.ascontiguousarray((img.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8))
 
 
 def bounding_box(xy: np.ndarray) -> tuple[float, float, float, float]:
@@ -714,17 +711,7 @@ def write_report_metrics(folder: str | os.PathLike, metrics: dict[str, Any]) -> 
     folder = Path(folder)
     report = read_report(folder)
     report["metrics"] = _json_safe(metrics)
-    fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".json.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(report, indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, folder / "report.json")
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    save_json(folder / "report.json", report, allow_nan=False)
 
 
 _warned_identity = False

@@ -18,7 +18,7 @@ import torch
 from . import __version__
 from .errors import FaceRefinerError, InputError
 from .export import write_obj
-from .io import atomic_dir, load_image, load_mask, save_json, save_png
+from .io import atomic_dir, load_image, load_mask, save_json, save_png, to_uint8
 from .layout import UVLayout, load_layout
 from .reconstruct import FaceGeometry, FaceMeshDetector, default_detector, reconstruct_all
 from .render import render_face
@@ -161,9 +161,7 @@ def unwrap_photo(path: Path, out_root: Path, cfg: UnwrapConfig, *, layout: UVLay
     return res
 
 
-def texture_to_uint8(texture: torch.Tensor) -> np.ndarray:
-    """(3, S, S) float in [0, 1] -> (S, S, 3) uint8."""
-    return (texture.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+texture_to_uint8 = to_uint8  # (3, S, S) float in [0, 1] -> (S, S, 3) uint8
 
 
 def write_face_folder(folder: Path, path: Path, rgb: np.ndarray, geo: FaceGeometry, un: UnwrapResult,

@@ -13,6 +13,7 @@ from .camera import Camera
 from .layout import UVLayout
 from .reconstruct import FaceGeometry
 from .render import render_face
+from .io import to_uint8 as _u8
 
 #: Yaw angles (degrees) of the turned views in ``views.png``.
 SHEET_YAWS = (-45.0, -20.0, 20.0, 45.0)
@@ -50,8 +51,6 @@ def _tile(img: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def _u8(t: torch.Tensor) -> np.ndarray:
-    return (t.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
 
 
 def contact_sheet(photo: np.ndarray, sampled: torch.Tensor, initial: torch.Tensor, texture: torch.Tensor,
