@@ -217,6 +217,83 @@ def test_style_loss_combination_and_parts():
     torch.testing.assert_close(t_pre, total)
 
 
+# ------------------------------------------------------------------ approximations (fast preset)
+
+
+def test_nearest_search_exact_when_the_sketch_is_full_dimensional():
+    g = _gen(21)
+    x, y = torch.randn(50, 12, generator=g), torch.randn(80, 12, generator=g)
+    exact = L.cosine_distance_matrix(x, y).argmin(1)
+    assert torch.equal(L.NearestSearch(y, dims=12, generator=g)(x), exact)
+    s = L.NearestSearch(y, dims=64, generator=g)  # dims >= C: no projection at all
+    torch.testing.assert_close(L.remd(x, y, search=s), L.remd(x, y))
+
+
+def test_nearest_search_finds_near_duplicates_in_high_dimensions():
+    # the refiner's case: C large, each x close to one y sample; a 64-dim sketch + 8 exact candidates
+    g = _gen(22)
+    y = torch.rand(2000, 500, generator=g)
+    perm = torch.randperm(2000, generator=g)[:300]
+    x = y[perm] + 0.02 * torch.randn(300, 500, generator=g)
+    idx = L.NearestSearch(y, dims=64, candidates=8, generator=g)(x)
+    assert idx.dtype == torch.int64 and idx.shape == (300,)
+    assert float((idx == perm).float().mean()) == 1.0
+
+
+def test_nearest_search_approximation_is_never_below_the_exact_value():
+    g = _gen(23)
+    x, y = torch.rand(200, 300, generator=g), torch.rand(400, 300, generator=g)
+    # the hard case for a sketch (no structure: every point about equally far from all others)
+    approx = L.remd(x, y, search=L.NearestSearch(y, dims=128, candidates=8, generator=g))
+    exact = L.remd(x, y)
+    assert exact.item() <= approx.item() <= exact.item() * 1.05  # nearly the true minimum (1.027 here)
+
+
+def test_nearest_search_misuse_raises():
+    g = _gen(24)
+    x, y = torch.rand(5, 6, generator=g), torch.rand(7, 6, generator=g)
+    s = L.NearestSearch(y, dims=3, generator=g)
+    with pytest.raises(ValueError, match="another y"):
+        L.remd(x, y.clone(), search=s)
+    with pytest.raises(ValueError, match="cosine"):
+        L.remd(x, y, metric="euclidean", search=s)
+    with pytest.raises(ShapeError):
+        s(torch.rand(5, 4))
+    with pytest.raises(ValueError):
+        L.NearestSearch(y, dims=0)
+
+
+def test_moment_loss_channel_subset():
+    g = _gen(25)
+    x, y = torch.rand(30, 6, generator=g), torch.rand(40, 6, generator=g)
+    full = L.moment_loss(x, y)
+    torch.testing.assert_close(L.moment_loss(x, y, channels=torch.arange(6)), full)
+    ch = torch.tensor([4, 1, 2])
+    mu_term = (x.mean(0) - y.mean(0)).abs().mean()  # all channels
+    xc, yc = x[:, ch] - x[:, ch].mean(0), y[:, ch] - y[:, ch].mean(0)
+    cov_term = (xc.T @ xc / 29 - yc.T @ yc / 39).abs().mean()  # the 3 x 3 block
+    torch.testing.assert_close(L.moment_loss(x, y, channels=ch), mu_term + cov_term)
+    torch.testing.assert_close(L.moment_loss(x, y_moments=L.feature_moments(y), channels=ch), mu_term + cov_term)
+
+
+def test_moment_loss_channel_subset_gradcheck():
+    g = _gen(26)
+    x = torch.rand(6, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.rand(7, 5, generator=g, dtype=torch.float64)
+    ch = torch.tensor([0, 3, 4])
+    assert torch.autograd.gradcheck(lambda a: L.moment_loss(a, y, channels=ch), (x,))
+
+
+def test_style_loss_passes_the_approximations_through():
+    g = _gen(27)
+    x, y = torch.rand(40, 9, generator=g), torch.rand(60, 9, generator=g)
+    s = L.NearestSearch(y, dims=9, generator=g)
+    ch = torch.tensor([0, 5, 7, 8])
+    total, parts = L.style_loss(x, y, 8.0, 1.7, search=s, moment_channels=ch)
+    expect = (L.remd(x, y) + L.moment_loss(x, y, channels=ch) + L.color_loss(x[:, :3], y[:, :3]) / 8.0) * 1.7
+    torch.testing.assert_close(total, expect)
+
+
 # ------------------------------------------------------------------ content
 
 

@@ -3,7 +3,7 @@
 Usage::
 
     python -m facerefiner.bench PHOTOS... -o OUT [--methods a,b,...] [--preset default] [--size N]
-        [--steps A,B] [--passes N] [--seed N] [--features vgg16|patches] [--vgg-weights PATH]
+        [--steps A,B] [--passes N] [--seed N] [--set FIELD=VALUE ...] [--features vgg16|patches] [--vgg-weights PATH]
         [--limit N] [--paper-subset N] [--completion] [--no-identity] [--overwrite] [-v]
 
 PHOTOS are files, folders (their image files, sorted) or glob patterns. Every photo is loaded,
@@ -293,11 +293,13 @@ class BenchSettings:
     overwrite: bool = False
     grid_tile: int = 96
     min_face: float = 64.0
+    overrides: tuple[str, ...] = ()
 
     def base_config(self):
-        from .refine import preset
+        from .refine import apply_overrides, preset
 
-        return preset(self.preset, size=self.size, steps=self.steps, passes=self.passes, seed=self.seed)
+        cfg = preset(self.preset, size=self.size, steps=self.steps, passes=self.passes, seed=self.seed)
+        return apply_overrides(cfg, self.overrides)
 
     def configs(self) -> dict[str, Any]:
         """The :class:`~facerefiner.refine.RefineConfig` of each requested optimising method."""
@@ -1192,6 +1194,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", help="steps per scale, coarse to fine, e.g. 60,20 (not for the paper method)")
     p.add_argument("--passes", type=int, help="outer passes (not for the paper method)")
     p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--set", action="append", default=[], dest="overrides", metavar="FIELD=VALUE",
+                   help="replace a field of the preset's RefineConfig, e.g. --set crop=128 (repeatable; "
+                        "not for the paper method)")
     p.add_argument("--features", default="vgg16", choices=("vgg16", "patches"),
                    help="features of the strotss method (the others' are in their names)")
     p.add_argument("--vgg-weights", type=Path, help="VGG16 weights file")
@@ -1244,11 +1249,11 @@ def settings_from_args(a: argparse.Namespace, parser: argparse.ArgumentParser) -
                       seed=a.seed, features=a.features, vgg_weights=a.vgg_weights, vgg_format=a.vgg_format,
                       device=a.device, threads=a.threads, limit=a.limit, paper_subset=a.paper_subset,
                       completion=a.completion, identity=not a.no_identity, overwrite=a.overwrite,
-                      grid_tile=a.grid_tile, min_face=a.min_face)
+                      grid_tile=a.grid_tile, min_face=a.min_face, overrides=tuple(a.overrides))
     try:
         s.configs()
     except ValueError as e:
-        parser.error(f"{e} (check --size, --steps, --passes and --preset)")
+        parser.error(f"{e} (check --size, --steps, --passes, --set and --preset)")
     return s
 
 

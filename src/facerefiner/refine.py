@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -53,7 +53,7 @@ from .unwrap import UnwrapResult, face_region, rasterize_face, unwrap, uv_raster
 log = logging.getLogger(__name__)
 
 __all__ = ["RefineConfig", "PRESETS", "preset", "RefineResult", "RenderTarget", "render_target",
-           "refine_texture", "refine", "resolve_device", "visible_blend_weight"]
+           "refine_texture", "refine", "resolve_device", "visible_blend_weight", "apply_overrides"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,20 @@ class RefineConfig:
     hidden region and the seam. False = the optimisation's raw I_X (the paper)."""
     keep_visible_feather: float = 1 / 64
     """Width of that blend, as a fraction of the texture size (1/64: 8 texels at S = 512)."""
+    crop: int | None = None
+    """Side (texels) of a random square crop the features are computed on at each step, at every
+    scale larger than it (the content samples of the step are drawn inside it, the content features
+    are those of the same crop of I_C, and the style samples come from crops of the same size, so
+    that the network sees the same kind of window everywhere). With ``keep_visible`` the crops are
+    centred on hidden texels (the visible interior is replaced by I_S at the end anyway).
+    None: the whole texture (the paper)."""
+    nn_dims: int | None = None
+    """Approximate nearest-style-sample search for the REMD term: random projection to this many
+    dimensions, then exact among ``nn_candidates`` (losses.NearestSearch). None: exact search."""
+    nn_candidates: int = 8
+    """Candidates re-ranked exactly per sample by the approximate search."""
+    moment_channels: int | None = None
+    """Channels (random per step) whose covariance the moment term matches. None: all (the paper)."""
 
     def __post_init__(self) -> None:
         if not self.steps or len(self.steps) > self.levels + 1:
@@ -114,6 +128,12 @@ class RefineConfig:
             raise ValueError(f"optimizer must be sgd or adam, got {self.optimizer!r}")
         if self.passes < 1 or any(n < 0 for n in self.steps):
             raise ValueError("passes must be >= 1 and steps >= 0")
+        if self.crop is not None and self.crop < 32:
+            raise ValueError(f"crop must be at least 32 texels (or None), got {self.crop}")
+        if (self.nn_dims is not None and self.nn_dims < 1) or self.nn_candidates < 1:
+            raise ValueError("nn_dims (or None) and nn_candidates must be >= 1")
+        if self.moment_channels is not None and self.moment_channels < 2:
+            raise ValueError(f"moment_channels must be >= 2 (or None), got {self.moment_channels}")
 
     @property
     def num_scales(self) -> int:
@@ -143,6 +163,38 @@ def preset(name: str, **overrides: Any) -> RefineConfig:
     base = PRESETS[name]
     overrides = {k: v for k, v in overrides.items() if v is not None}
     return replace(base, **overrides)
+
+
+def apply_overrides(cfg: RefineConfig, items: "list[str] | tuple[str, ...]") -> RefineConfig:
+    """``cfg`` with fields replaced from ``FIELD=VALUE`` strings (for benchmark variants).
+
+    Values are parsed by the field's current type: int, float, bool (1/true/yes), tuples of ints
+    (``60,20``), ``none`` for an optional field. Raises ValueError naming a bad field or value."""
+    names = {f.name for f in fields(cfg)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq or key not in names:
+            raise ValueError(f"{item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(names))}")
+        cur = getattr(cfg, key)
+        try:
+            if raw.lower() == "none":
+                val: Any = None
+            elif isinstance(cur, bool):
+                val = raw.lower() in ("1", "true", "yes", "on")
+            elif isinstance(cur, tuple):
+                val = tuple(int(v) for v in raw.split(","))
+            elif isinstance(cur, float):
+                val = float(raw)
+            elif isinstance(cur, int) or (cur is None and raw.lstrip("-").isdigit()):
+                val = int(raw)
+            else:
+                val = raw
+        except ValueError:
+            raise ValueError(f"{item!r}: bad value for {key} (currently {cur!r})") from None
+        out[key] = val
+    return replace(cfg, **out)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -242,6 +294,43 @@ def visible_blend_weight(visibility: torch.Tensor, width: float) -> torch.Tensor
     return torch.from_numpy(w.astype(np.float32)).to(visibility.device)
 
 
+def _crop_origin(mask: torch.Tensor, c: int, gen: torch.Generator) -> tuple[int, int]:
+    """Top-left corner of a c x c crop of an (s, s) mask, centred (where it fits) on a uniformly
+    random True texel of the mask (any texel when it is empty)."""
+    s = mask.shape[-1]
+    nz = torch.nonzero(mask.cpu())
+    if nz.shape[0] == 0:
+        cy, cx = (int(v) for v in torch.randint(0, s, (2,), generator=gen))
+    else:
+        cy, cx = (int(v) for v in nz[int(torch.randint(0, nz.shape[0], (1,), generator=gen))])
+    clamp = lambda v: min(max(v - c // 2, 0), s - c)
+    return clamp(cy), clamp(cx)
+
+
+def _style_samples(extractor: FeatureExtractor, style_img: torch.Tensor, vis: torch.Tensor, config: RefineConfig,
+                   gen: torch.Generator, crop: int | None) -> torch.Tensor:
+    """The style hypercolumns y (sets x samples, C): sets alternately from the style image and its
+    mirror image, inside the visibility mask; with ``crop``, each set from one crop of that size
+    (centred on a random visible texel) so that the features see the same window as the texture's."""
+    dev, dt = style_img.device, style_img.dtype
+    if crop is None:
+        sets = style_positions(vis, config.style_samples, config.style_sets, gen, device=dev, dtype=dt)
+        maps_plain = extractor.forward(style_img)
+        maps_mirror = extractor.forward(style_img.flip(-1))
+        return torch.cat([extractor.sample(maps_mirror if mir else maps_plain, pos)[0] for pos, mir in sets])
+    out = []
+    for i in range(config.style_sets):
+        mirrored = i % 2 == 1
+        img = style_img.flip(-1) if mirrored else style_img
+        m = vis.flip(-1) if mirrored else vis
+        oy, ox = _crop_origin(m, crop, gen)
+        mc = m[oy:oy + crop, ox:ox + crop]
+        pos, _ = style_positions(mc if mc.any() else torch.ones_like(mc), config.style_samples, 1, gen,
+                                 device=dev, dtype=dt)[0]
+        out.append(extractor.sample(extractor.forward(img[..., oy:oy + crop, ox:ox + crop]), pos)[0])
+    return torch.cat(out)
+
+
 StepCallback = Callable[[dict[str, Any]], None]
 
 
@@ -277,6 +366,7 @@ def refine_texture(sampled: torch.Tensor, visibility: torch.Tensor, content: tor
                                              "remd", "moment", "color")}
     cw, rw = float(config.content_weight), float(config.render_weight)
     nsc = config.num_scales
+    style_cache: dict[int, tuple] = {}
     for p in range(config.passes):
         content_img = current.clone()
         # One pyramid at full size per pass, in the [-1, 1] range of the authors' code (so that the
@@ -292,26 +382,47 @@ def refine_texture(sampled: torch.Tensor, visibility: torch.Tensor, content: tor
             s = S >> drop
             if nsteps == 0:
                 continue
+            crop = config.crop if config.crop is not None and config.crop < s else None
             with torch.no_grad():
                 style_img, vis_s = _downsample_masked(i_s, visibility, s)
                 valid_s = _valid_at(valid, s)
-                c_maps = [m.detach() for m in extractor.forward(_resize(content_img, s))]
-                sets = style_positions(vis_s if vis_s.any() else valid_s, config.style_samples, config.style_sets,
-                                       gen, device=device, dtype=sampled.dtype)
-                maps_plain = extractor.forward(style_img)
-                maps_mirror = extractor.forward(style_img.flip(-1))
-                y = torch.cat([extractor.sample(maps_mirror if mir else maps_plain, pos)[0] for pos, mir in sets])
-                del maps_plain, maps_mirror
-                y_mom = L.feature_moments(y)
+                content_s = _resize(content_img, s)
+                c_maps = None if crop else [m.detach() for m in extractor.forward(content_s)]
+                if si not in style_cache:  # I_S does not change between passes
+                    y = _style_samples(extractor, style_img, vis_s if vis_s.any() else valid_s, config, gen, crop)
+                    search = None
+                    if config.nn_dims is not None:
+                        search = L.NearestSearch(y, config.nn_dims, config.nn_candidates, generator=gen)
+                    style_cache[si] = (y, L.feature_moments(y), search)
+                y, y_mom, search = style_cache[si]
+                centres = valid_s
+                if crop and config.keep_visible:
+                    # the visible interior is replaced by I_S at the end: crops go where the texture
+                    # is made, the hidden region (with the boundary and some visible context)
+                    hidden = valid_s & ~vis_s
+                    centres = hidden if hidden.any() else valid_s
             for it in range(nsteps):
                 opt.zero_grad(set_to_none=True)
                 x = (collapse(list(tex.pyramid)[drop:]) + 1.0) * 0.5
-                pos = grid_positions((s, s), config.content_samples, gen, mask=valid_s, device=device,
-                                     dtype=x.dtype)
-                fx = extractor.sample(extractor.forward(x), pos)[0]
-                fc = extractor.sample(c_maps, pos)[0]
+                if crop:
+                    oy, ox = _crop_origin(centres, crop, gen)
+                    win = (Ellipsis, slice(oy, oy + crop), slice(ox, ox + crop))
+                    pos = grid_positions((crop, crop), config.content_samples, gen, mask=valid_s[win[1:]],
+                                         device=device, dtype=x.dtype)
+                    fx = extractor.sample(extractor.forward(x[win]), pos)[0]
+                    with torch.no_grad():
+                        fc = extractor.sample(extractor.forward(content_s[win]), pos)[0]
+                else:
+                    pos = grid_positions((s, s), config.content_samples, gen, mask=valid_s, device=device,
+                                         dtype=x.dtype)
+                    fx = extractor.sample(extractor.forward(x), pos)[0]
+                    fc = extractor.sample(c_maps, pos)[0]
+                mch = None
+                if config.moment_channels is not None and config.moment_channels < fx.shape[1]:
+                    mch = torch.randperm(fx.shape[1], generator=gen)[:config.moment_channels].to(device)
                 l_content = L.content_loss(fx, fc) * (cw * f)
-                l_style, parts = L.style_loss(fx, y, cw * f, config.style_weight * f, y_moments=y_mom)
+                l_style, parts = L.style_loss(fx, y, cw * f, config.style_weight * f, y_moments=y_mom,
+                                              search=search, moment_channels=mch)
                 total = l_content + l_style
                 l_render = torch.zeros((), device=device)
                 if target is not None and rw > 0:
