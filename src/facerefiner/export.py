@@ -1,4 +1,4 @@
-"""Mesh files for 3D tools: Wavefront OBJ + MTL (and, later, glTF binary)."""
+"""Mesh files for 3D tools: Wavefront OBJ + MTL, and glTF binary (GLB) through trimesh."""
 
 from __future__ import annotations
 
@@ -32,6 +32,31 @@ def write_obj(path: str | Path, vertices: np.ndarray, layout: UVLayout, texture_
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     mtl.write_text(f"newmtl {material}\nKa 1.000 1.000 1.000\nKd 1.000 1.000 1.000\nKs 0.000 0.000 0.000\n"
                    f"d 1.0\nillum 1\nmap_Kd {texture_name}\n", encoding="utf-8")
+
+
+def glb_bytes(vertices: np.ndarray, layout: UVLayout, texture: np.ndarray, name: str = "face") -> bytes:
+    """The textured face mesh as a glTF binary (GLB), texture embedded, written by trimesh.
+
+    Args:
+        vertices: (V, 3) model-frame positions (y up, right-handed, the face looking along +z, cm);
+            stored in metres (glTF's unit), so the face drops into Blender or an engine at life
+            size, upright and facing the viewer (glTF: y up, front +z).
+        layout: faces and per-vertex UVs (trimesh flips them to glTF's top-left origin).
+        texture: (S, S, 3) or (S, S, 4) uint8 RGB(A) image, embedded as PNG as the base colour
+            (metallic 0, roughness 1: skin is not a mirror).
+    """
+    import trimesh
+    from PIL import Image
+
+    mesh = trimesh.Trimesh(vertices=np.asarray(vertices, dtype=np.float64) * 0.01,
+                           faces=np.asarray(layout.faces, dtype=np.int64), process=False)
+    material = trimesh.visual.material.PBRMaterial(
+        name=name, baseColorTexture=Image.fromarray(np.ascontiguousarray(texture)), metallicFactor=0.0,
+        roughnessFactor=1.0)
+    mesh.visual = trimesh.visual.TextureVisuals(uv=layout.vt_obj(), material=material)
+    scene = trimesh.Scene()
+    scene.add_geometry(mesh, node_name=name, geom_name=name)
+    return scene.export(file_type="glb")
 
 
 def read_obj_vertices(path: str | Path) -> np.ndarray:

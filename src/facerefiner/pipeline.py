@@ -17,7 +17,7 @@ import torch
 
 from . import __version__
 from .errors import FaceRefinerError, InputError
-from .export import write_obj
+from .export import glb_bytes, write_obj
 from .io import atomic_dir, load_image, load_mask, save_json, save_png, to_uint8
 from .layout import UVLayout, load_layout
 from .reconstruct import FaceGeometry, FaceMeshDetector, default_detector, reconstruct_all
@@ -170,7 +170,9 @@ def write_face_folder(folder: Path, path: Path, rgb: np.ndarray, geo: FaceGeomet
     """Write the files every verb writes (``texture.png`` is ``texture``, default the sampled one)."""
     write_obj(folder / "mesh.obj", geo.vertices, layout, texture_name="texture.png")
     save_json(folder / "camera.json", geo.camera.to_json())
-    save_png(folder / "texture.png", texture_to_uint8(un.texture if texture is None else texture))
+    tex8 = texture_to_uint8(un.texture if texture is None else texture)
+    save_png(folder / "texture.png", tex8)
+    (folder / "mesh.glb").write_bytes(glb_bytes(geo.vertices, layout, tex8))
     save_png(folder / "visibility.png", un.visibility.numpy().astype(np.uint8) * 255)
     save_png(folder / "render.png", composite)
     report = {

@@ -16,10 +16,16 @@ divided and the rendering weight multiplied by 1.1.
 Hypercolumns of ``I_X`` and ``I_C`` are read at the same ``content_samples`` positions (a strided
 grid with a random offset inside the layout, new every step) and used by both the content and the
 style terms, as in STROTSS. Style samples (``style_sets`` x ``style_samples``) are drawn once per
-scale inside the visibility mask, alternately from the sampled texture and its left-right mirror
-image (the layout is symmetric, so the mirror image is the other half of the face). The features
-of the style image are computed on ``I_S`` with its holes filled from ``I_C`` (identical texels
-inside the mask; it keeps the black of the holes out of the deep features near the mask's edge).
+scale (and kept for the later passes: I_S does not change) inside the visibility mask, alternately
+from the sampled texture and its left-right mirror image (the layout is symmetric, so the mirror
+image is the other half of the face). The features of the style image are computed on ``I_S`` with
+its holes filled from ``I_C`` (identical texels inside the mask; it keeps the black of the holes
+out of the deep features near the mask's edge).
+
+Speed options (off in the ``paper`` preset, see :class:`RefineConfig`): the features of a scale
+larger than ``crop`` are computed on a random crop per step (centred on a hidden texel with
+``keep_visible``); the nearest style sample of the REMD term is found with a random sketch
+(``nn_dims``); the covariance term matches a random subset of ``moment_channels`` channels per step.
 
 The rendering term renders ``I_X`` through a rasterisation of the face region of the photo made
 once per photo (geometry is fixed): per-pixel bilinear texture lookups, differentiable in ``I_X``.
