@@ -204,6 +204,31 @@ def test_blurred_content_is_sharpened_where_the_photo_shows(photo):
     assert p_ref > p_blur + 2.0, (p_blur, p_ref)
 
 
+def test_upscale_texture_adds_the_photos_detail_where_it_has_it(detector):
+    """--export-size: a 256 texture exported at 512 is sharper than its plain upsampling where the
+    photo shows the face, and equal to it where the photo has nothing (the hidden region)."""
+    import torch.nn.functional as F
+
+    from facerefiner.refine import upscale_texture
+    from facerefiner.unwrap import unwrap
+
+    rgb = load_image(need(FACES / "ffhq_00128.png"))  # 1024 px photo: more detail than 256 texels hold
+    geo = reconstruct(rgb, detector=detector)
+    small = unwrap(rgb, geo, 256)
+    from facerefiner.complete import complete
+
+    tex = complete(small.texture, small.visibility, default_layout())
+    big = upscale_texture(rgb, geo, tex, 512)
+    assert big.shape == (3, 512, 512) and big.dtype == torch.float32
+    assert float(big.min()) >= 0 and float(big.max()) <= 1
+    plain = F.interpolate(tex[None], size=(512, 512), mode="bicubic", align_corners=False)[0].clamp(0, 1)
+    vis = unwrap(rgb, geo, 512).visibility
+    assert visible_psnr(rgb, geo, big, vis) > visible_psnr(rgb, geo, plain, vis) + 1.0
+    valid = uv_raster(default_layout(), 512).valid
+    hidden = valid & ~vis
+    assert float((big - plain)[:, hidden].abs().max()) < 1e-5
+
+
 def test_cli_refine_writes_everything(tmp_path):
     photo = need(FACES / "deca_vox_id04657.jpg")
     content = tmp_path / "content.jpg"  # wrong size and mode: resampled and converted

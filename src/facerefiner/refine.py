@@ -59,7 +59,7 @@ from .unwrap import UnwrapResult, face_region, rasterize_face, unwrap, uv_raster
 log = logging.getLogger(__name__)
 
 __all__ = ["RefineConfig", "PRESETS", "preset", "RefineResult", "RenderTarget", "render_target",
-           "refine_texture", "refine", "resolve_device", "visible_blend_weight", "apply_overrides"]
+           "refine_texture", "refine", "resolve_device", "visible_blend_weight", "apply_overrides", "upscale_texture"]
 
 
 @dataclass(frozen=True)
@@ -152,11 +152,15 @@ class RefineConfig:
         return tuple(self.size >> (n - 1 - k) for k in range(n))
 
 
-#: Named presets. ``paper`` is the authors' literal schedule; ``default`` the everyday one;
-#: ``quick`` a smoke-test schedule (seconds, low quality).
+#: Named presets. ``paper`` is the authors' literal schedule; ``default`` the everyday one (fast on
+#: a CPU: fewer steps, features of the finest scale on 256-texel crops, approximate style search,
+#: covariance on 512 random channels per step); ``quick`` a smoke-test schedule (seconds, low quality).
 PRESETS: dict[str, RefineConfig] = {
     "paper": RefineConfig(lr=0.03),
-    "default": RefineConfig(steps=(60, 20), passes=2, lr=0.03, keep_visible=True),
+    # issue "fast": about 55 s per face at 512 on a 2-core CPU (BENCHMARKS.md); every speed option
+    # measured against the previous default (60 + 20 steps x 2 passes, full texture, exact losses)
+    "default": RefineConfig(steps=(40, 12), passes=1, lr=0.03, keep_visible=True, content_samples=1024,
+                            crop=256, nn_dims=128, nn_candidates=8, moment_channels=512),
     "quick": RefineConfig(size=128, steps=(20, 20), passes=1, lr=0.03, content_samples=512, style_samples=256,
                           keep_visible=True),
 }
@@ -543,6 +547,35 @@ def refine(image: np.ndarray, geometry: FaceGeometry | None = None, *, config: R
     return RefineResult(texture=tex.cpu(), sampled=un.texture, visibility=un.visibility, initial=initial.cpu(),
                         geometry=geo, history=hist, features=info, timings=t, config=cfg, device=str(dev),
                         unwrapped=un)
+
+
+def upscale_texture(image: np.ndarray, geometry: FaceGeometry, texture: torch.Tensor, size: int, *,
+                    layout: UVLayout | None = None, mask: np.ndarray | None = None,
+                    feather: float = 1 / 64) -> torch.Tensor:
+    """The refined texture at a larger export size, with the photo's own detail where it has it.
+
+    I_X is upsampled (bicubic) to ``size``; the photo is unwrapped again at ``size`` and its texels
+    blended over the visible region, feathered inwards from the visibility boundary over
+    ``feather * size`` texels (as ``keep_visible``); outside the layout the border is extended.
+
+    Args:
+        image: (H, W, 3) uint8 RGB photo.
+        texture: (3, S, S) float32 I_X in [0, 1].
+        size: export size (texels), usually 1024 or 2048.
+        mask: optional (H, W) bool, True where the photo is not to be trusted.
+
+    Returns:
+        (3, size, size) float32 RGB in [0, 1] on the CPU.
+    """
+    layout = layout or default_layout()
+    uvr = uv_raster(layout, size)
+    un = unwrap(image, geometry, size, layout=layout, mask=mask, uvr=uvr)
+    up = F.interpolate(texture.detach().float().cpu()[None], size=(size, size), mode="bicubic",
+                       align_corners=False)[0].clamp_(0.0, 1.0)
+    a = visible_blend_weight(un.visibility, feather * size)
+    out = a * un.texture + (1.0 - a) * up
+    filled = extend_outside(out.permute(1, 2, 0).numpy(), uvr.valid.numpy())
+    return torch.from_numpy(np.ascontiguousarray(filled)).permute(2, 0, 1).clamp_(0.0, 1.0).contiguous()
 
 
 def prepare_content(content: torch.Tensor, size: int, valid: torch.Tensor) -> torch.Tensor:
