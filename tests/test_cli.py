@@ -35,8 +35,11 @@ def test_unwrap_writes_a_complete_folder(tmp_path, ffhq_photo):
     assert r.exit_code == 0, r.output
     folder = tmp_path / "out" / "ffhq_00128"
     names = sorted(p.name for p in folder.iterdir())
-    assert names == ["camera.json", "mesh.mtl", "mesh.obj", "render.png", "report.json", "texture.png", "visibility.png"]
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["ffhq_00128"]  # no temporary leftovers
+    assert names == ["camera.json", "mesh.glb", "mesh.mtl", "mesh.obj", "render.png", "report.json", "texture.png",
+                     "thumb.jpg", "visibility.png"]
+    # no temporary leftovers; the run's summary and gallery beside the face folder
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ffhq_00128", "index.html", "summary.csv",
+                                                                     "summary.json"]
     assert Image.open(folder / "texture.png").size == (256, 256)
     assert Image.open(folder / "render.png").size == (1024, 1024)
     rep = json.loads((folder / "report.json").read_text())
@@ -78,9 +81,10 @@ def test_all_faces_and_largest_face(tmp_path):
     photo = need(FACES / "3ddfa_two_faces.jpg")
     r = run("unwrap", photo, "-o", tmp_path / "all", "--all-faces", "--size", 128)
     assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["3ddfa_two_faces_face0", "3ddfa_two_faces_face1"]
+    assert sorted(p.name for p in (tmp_path / "all").iterdir() if p.is_dir()) == ["3ddfa_two_faces_face0",
+                                                                                  "3ddfa_two_faces_face1"]
     r = run("unwrap", photo, "-o", tmp_path / "one", "--size", 128)
-    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["3ddfa_two_faces"]
+    assert sorted(p.name for p in (tmp_path / "one").iterdir() if p.is_dir()) == ["3ddfa_two_faces"]
     a = json.loads((tmp_path / "all" / "3ddfa_two_faces_face0" / "report.json").read_text())["face_box"]
     b = json.loads((tmp_path / "all" / "3ddfa_two_faces_face1" / "report.json").read_text())["face_box"]
     assert (a[2] - a[0]) * (a[3] - a[1]) >= (b[2] - b[0]) * (b[3] - b[1])  # largest first
@@ -99,7 +103,7 @@ def test_bad_photos_do_not_stop_the_batch(tmp_path, ffhq_photo):
     (d / "full.jpg").unlink()
     r = run("unwrap", d, "-o", tmp_path / "out", "--size", 128)
     assert r.exit_code == 2
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good photo ü顔"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir()) == ["good photo ü顔"]
     failed = [ln for ln in r.output.splitlines() if ln.startswith("failed")]
     assert len(failed) == 4, r.output
     for name, reason in [("noface.png", "no face"), ("text.jpg", "not an image"),

@@ -136,11 +136,26 @@ def to_uint8(image: Any) -> np.ndarray:
     return np.ascontiguousarray((a * 255 + 0.5).astype(np.uint8))
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    m = os.umask(0o022)
+    os.umask(m)
+    return m
+
+
+#: Permissions of files and folders written through temporary names: what ``open`` and ``mkdir``
+#: would give (``tempfile`` makes them private to the user, 0600 and 0700).
+_UMASK = _umask()
+_FILE_MODE, _DIR_MODE = 0o666 & ~_UMASK, 0o777 & ~_UMASK
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path`` and rename it into place (never half-written)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
@@ -190,20 +205,31 @@ def atomic_dir(dest: str | os.PathLike, overwrite: bool = True) -> Iterator[Path
     parent = ensure_writable_dir(dest.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=parent))
     try:
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, _DIR_MODE)
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    old: Path | None = None
     try:
         if dest.exists():
             if not overwrite:
                 raise OutputError(f"{dest}: already exists")
             old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=parent))
             os.replace(dest, old / "x")
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-    except OSError as e:
+        os.replace(tmp, dest)
+    except BaseException as e:
+        # Put the previous folder back if the new one did not make it (also on Ctrl-C between
+        # the two renames), and leave no temporary folder behind.
+        if old is not None and (old / "x").exists() and not dest.exists():
+            with contextlib.suppress(OSError):
+                os.replace(old / "x", dest)
         shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(f"{dest}: cannot move the finished output into place ({e.strerror or e})") from None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise OutputError(f"{dest}: cannot move the finished output into place ({e.strerror or e})") from None
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -140,7 +140,7 @@ def unwrap_photo(path: Path, out_root: Path, cfg: UnwrapConfig, *, layout: UVLay
         rgb, mask, geos, (t0, t1, t2) = _load_and_detect(path, cfg, detector, stage)
         names = face_folder_names(Path(path).stem, len(geos), cfg.all_faces)
         uvr = uv_raster(layout, cfg.size)
-        for name, geo in zip(names, geos):
+        for k, (name, geo) in enumerate(zip(names, geos)):
             stage("unwrap")
             ta = time.perf_counter()
             un = unwrap(rgb, geo, cfg.size, layout=layout, mask=mask, uvr=uvr)
@@ -151,7 +151,8 @@ def unwrap_photo(path: Path, out_root: Path, cfg: UnwrapConfig, *, layout: UVLay
             timings = {"load": t1 - t0, "reconstruct": (t2 - t1) / len(geos), "unwrap": tb - ta, "render": tc - tb}
             stage("write")
             with atomic_dir(Path(out_root) / name) as tmp:
-                write_face_folder(tmp, path, rgb, geo, un, layout, cfg, comp, timings)
+                write_face_folder(tmp, path, rgb, geo, un, layout, cfg, comp, timings,
+                                  {"face_index": k, "photo_faces": len(geos)})
                 timings["write"] = time.perf_counter() - tc
             res.faces.append(FaceOutput(folder=Path(out_root) / name, geometry=geo, unwrapped=un, timings=timings))
     except FaceRefinerError as e:
@@ -231,7 +232,8 @@ def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *
         rgb, mask, geos, (t0, _, t2) = _load_and_detect(path, opts, detector, stage)
         content = load_content(opts.content) if opts.content else None
         t_load = t2 - t0
-        for name, geo in zip(face_folder_names(Path(path).stem, len(geos), opts.all_faces), geos):
+        names = face_folder_names(Path(path).stem, len(geos), opts.all_faces)
+        for k, (name, geo) in enumerate(zip(names, geos)):
             stage("refine")
             r = refine(rgb, geo, config=config, content=content, mask=mask, extractor=extractor, layout=layout,
                        device=opts.device, on_step=on_step)
@@ -240,7 +242,8 @@ def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *
             comp = render_over_photo(rgb, r.texture, geo, layout)
             sheet = contact_sheet(rgb, r.sampled, r.initial, r.texture, comp, geo, layout)
             timings = {"load_and_detect": t_load, **r.timings, "views": time.perf_counter() - ta}
-            extra = {"refine": {"config": config_dict(config), "features": r.features, "device": r.device,
+            extra = {"face_index": k, "photo_faces": len(geos),
+                     "refine": {"config": config_dict(config), "features": r.features, "device": r.device,
                                 "loss_history": r.history,
                                 "content": str(opts.content) if opts.content else "facerefiner.complete"}}
             with atomic_dir(Path(out_root) / name) as tmp:

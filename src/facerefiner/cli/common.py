@@ -1,62 +1,117 @@
-"""Console helpers shared by the verbs: progress, the end-of-run summary, exit codes."""
+"""Console helpers shared by the verbs: the batch's progress and per-photo lines, the end-of-run
+summary (printed, and written to OUT/summary.json, OUT/summary.csv and OUT/index.html), exit codes."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Callable, Sequence
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..batch import (DONE, FAILED, NOT_RUN, SKIPPED, BatchResult, PhotoRecord, duplicate_stems, run_batch,
+                     unique_photos)
 from ..pipeline import PhotoResult
 
 err = Console(stderr=True, soft_wrap=True)
 
-EXIT_OK, EXIT_USAGE, EXIT_FAILED = 0, 1, 2
+EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+_interrupt_said = False
 
 
 def usage_error(msg: str) -> None:
-    err.print(f"[red]error:[/red] {msg}", highlight=False)
+    err.print(f"[red]error:[/red] {escape(msg)}", highlight=False)
     raise typer.Exit(EXIT_USAGE)
 
 
-def run_photos(photos: Sequence[Path], work: Callable[..., PhotoResult]) -> list[PhotoResult]:
-    """Run ``work(photo, on_stage[, on_step])`` on each photo with a progress bar (on a terminal;
-    quiet in logs) and print each outcome as it comes. ``work`` taking three arguments also gets an
-    ``on_step`` callback for the optimisation's steps (scale, step, loss terms)."""
-    import inspect
+def say_interrupted() -> None:
+    """Print "interrupted" once per run (``finish`` after a Ctrl-C, or ``main`` for one elsewhere)."""
+    global _interrupt_said
+    if not _interrupt_said:
+        err.print("interrupted", highlight=False)
+        _interrupt_said = True
 
+
+def run_photos(photos: Sequence[Path], work: Callable[..., PhotoResult], *, out: Path, command: str,
+               all_faces: bool = False, overwrite: bool = False) -> BatchResult:
+    """Run ``work(photo, on_stage[, on_step])`` on each photo not finished yet under ``out``
+    (:func:`facerefiner.batch.run_batch`) with a progress bar (on a terminal; quiet in logs), and
+    print each outcome as it comes. ``work`` taking three arguments also gets an ``on_step``
+    callback for the optimisation's steps (scale, step, loss terms). A Ctrl-C ends the batch
+    between photos or stages (``BatchResult.interrupted``); pass the result to :func:`finish`."""
+    global _interrupt_said
+    _interrupt_said = False
+    photos = unique_photos(photos)
+    for group in duplicate_stems(photos):
+        err.print(f"[yellow]warning:[/yellow] {escape(', '.join(map(str, group)))} all write "
+                  f"{escape(str(Path(out) / group[0].stem))}; the last one wins", highlight=False)
     with_steps = len(inspect.signature(work).parameters) >= 3
-    results: list[PhotoResult] = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[stage]}"), console=err, transient=True,
                   disable=not err.is_terminal) as bar:
         task = bar.add_task("photos", total=len(photos), stage="")
-        for p in photos:
-            bar.update(task, description=p.name[:40])
-            def stage(s: str) -> None:
-                bar.update(task, stage=s)
 
-            def step(rec: dict) -> None:
-                bar.update(task, stage=f"pass {rec['pass'] + 1} scale {rec['scale']} step {rec['step'] + 1}/"
-                                       f"{rec['steps']}  content {rec['content']:.3f} style {rec['style']:.3f} "
-                                       f"render {rec['render']:.3f}")
+        def on_photo(p: Path) -> None:
+            bar.update(task, description=p.name[:40], stage="")
 
-            r = work(p, stage, step) if with_steps else work(p, stage)
-            results.append(r)
-            if r.ok:
-                for f in r.faces:
-                    err.print(f"[green]ok[/green] {p} -> {f.folder}", highlight=False)
+        def stage(s: str) -> None:
+            bar.update(task, stage=s)
+
+        def step(rec: dict) -> None:
+            bar.update(task, stage=f"pass {rec['pass'] + 1} scale {rec['scale']} step {rec['step'] + 1}/"
+                                   f"{rec['steps']}  content {rec['content']:.3f} style {rec['style']:.3f} "
+                                   f"render {rec['render']:.3f}")
+
+        def on_record(r: PhotoRecord) -> None:
+            p = escape(str(r.photo))
+            if r.status == DONE:
+                for f in r.folders:
+                    err.print(f"[green]ok[/green] {p} -> {escape(str(Path(out) / f))}", highlight=False)
+            elif r.status == SKIPPED:
+                err.print(f"[cyan]skipped[/cyan] {p}: {escape(', '.join(r.folders))} already done "
+                          "(--overwrite redoes it)", highlight=False)
             else:
-                err.print(f"[red]failed[/red] {r.error}", highlight=False)
+                err.print(f"[red]failed[/red] {escape(r.error or str(r.photo))}", highlight=False)
             bar.advance(task)
-    return results
+
+        def one(p: Path, on_stage: Callable[[str], None]) -> PhotoResult:
+            return work(p, on_stage, step) if with_steps else work(p, on_stage)
+
+        return run_batch(photos, out, one, all_faces=all_faces, overwrite=overwrite, command=command,
+                         on_photo=on_photo, on_stage=stage, on_record=on_record)
 
 
-def finish(results: list[PhotoResult]) -> None:
-    ok = sum(r.ok for r in results)
-    failed = [r for r in results if not r.ok]
-    faces = sum(len(r.faces) for r in results)
-    err.print(f"{ok} of {len(results)} photos done ({faces} faces), {len(failed)} failed", highlight=False)
-    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+def finish(result: BatchResult) -> None:
+    """Write OUT/summary.json, OUT/summary.csv and OUT/index.html, print the counts and the
+    failures' reasons, and exit: 0 none failed, 2 some failed, 130 interrupted (Ctrl-C)."""
+    from ..batch import write_summary
+    from ..errors import OutputError
+    from ..gallery import write_index
+
+    out = result.out
+    written: list[str] = []
+    try:
+        written += [str(p) for p in write_summary(out, result)]
+        written.append(str(write_index(out, result.to_json())))
+    except OutputError as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+    c = result.counts()
+    faces = sum(r.faces for r in result.records if r.status == DONE)
+    line = (f"{c[DONE]} done ({faces} face{'s' if faces != 1 else ''}), {c[SKIPPED]} skipped, {c[FAILED]} failed"
+            + (f", {c[NOT_RUN]} not run" if c[NOT_RUN] else "")
+            + f" of {len(result.records)} photo{'s' if len(result.records) != 1 else ''} in {result.seconds:.1f} s")
+    err.print(line, highlight=False)
+    if result.failed and len(result.records) > 1:  # (one photo: its line just above says it all)
+        err.print("failures:", highlight=False)
+        for r in result.failed:
+            err.print(f"  {escape(r.error or str(r.photo))}", highlight=False)
+    if written:
+        err.print(f"wrote {escape(', '.join(written))}", highlight=False)
+    if result.interrupted:
+        say_interrupted()
+        raise typer.Exit(EXIT_INTERRUPTED)
+    raise typer.Exit(EXIT_FAILED if result.failed else EXIT_OK)

@@ -103,4 +103,20 @@ def eval_cmd(
             table.add_row(*r)
         Console(width=None if sys.stdout.isatty() else 240).print(table)
     err.print(f"{len(rows)} of {len(todo) + n_bad} folders evaluated, {len(failed)} failed", highlight=False)
+    _refresh_galleries(folders, todo)
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _refresh_galleries(given: list[Path], evaluated: list[Path]) -> None:
+    """Remake OUT/index.html (now with the metrics) for each output root given, and for each
+    evaluated folder's parent that already has one."""
+    from ..errors import OutputError
+    from ..gallery import INDEX, write_index
+
+    roots = {f for f in given if f.is_dir() and not (f / "report.json").is_file() and face_folders(f)}
+    roots |= {d.parent for d in evaluated if (d.parent / INDEX).is_file()}
+    for root in sorted(roots):
+        try:
+            err.print(f"wrote {write_index(root)}", highlight=False)
+        except OutputError as e:
+            err.print(f"[yellow]warning:[/yellow] {e}", highlight=False)

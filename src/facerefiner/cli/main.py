@@ -1,6 +1,7 @@
 """The ``facerefiner`` command. One module per verb (``cli/unwrap.py``, ...); this one wires them.
 
-Exit codes: 0 all photos succeeded; 2 some photos failed (each failure is listed); 1 usage error.
+Exit codes: 0 all photos succeeded (or were already done); 2 some photos failed (each failure is
+listed, and in OUT/summary.csv); 1 usage error; 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ def _click_errors() -> tuple[type, type]:
 
 def main() -> None:
     """Entry point: click's own usage errors (unknown option, bad value) exit 1 like ours, not 2,
-    so that exit code 2 always means "some photos failed"."""
+    so that exit code 2 always means "some photos failed". Ctrl-C prints "interrupted" and exits
+    130 (typer turns a KeyboardInterrupt into exit code 130; a batch writes its summary first)."""
+    from .common import EXIT_INTERRUPTED, say_interrupted
+
     usage, click_error = _click_errors()
     try:
         rv = app(standalone_mode=False)
@@ -53,13 +57,14 @@ def main() -> None:
         e.show()
         sys.exit(1)
     except typer.Exit as e:
-        sys.exit(e.exit_code)
+        rv = e.exit_code
     except (KeyboardInterrupt, typer.Abort):
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+        rv = EXIT_INTERRUPTED
     except click_error as e:
         e.show()
         sys.exit(1)
+    if rv == EXIT_INTERRUPTED:
+        say_interrupted()
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

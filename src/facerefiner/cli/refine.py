@@ -35,8 +35,12 @@ def refine_cmd(
     all_faces: bool = typer.Option(False, "--all-faces", help="Every face of a photo into its own folder (<stem>_face0, ...)."),
     min_face: float = typer.Option(64.0, "--min-face", help="Ignore faces smaller than this many pixels across."),
     uv_layout: Optional[Path] = typer.Option(None, "--uv-layout", help="OBJ with UVs for MediaPipe's 468-vertex topology."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo photos whose folders in OUT are already complete (default: skip them, so a rerun resumes)."),
 ) -> None:
-    """Refine: a complete, high-fidelity UV texture from one photo (FaceRefiner)."""
+    """Refine: a complete, high-fidelity UV texture from one photo (FaceRefiner).
+
+    Photos already done in OUT are skipped (--overwrite redoes them); OUT/summary.json,
+    OUT/summary.csv and OUT/index.html are written at the end of every run."""
     from ..errors import FaceRefinerError
     from ..features import get_extractor
     from ..io import ensure_writable_dir
@@ -80,7 +84,8 @@ def refine_cmd(
         usage_error(str(e))
     if extractor[1].get("notice"):
         err.print(f"[yellow]notice:[/yellow] {extractor[1]['notice']}", highlight=False)
-    results = run_photos(files, lambda p, stage, step: refine_photo(p, out, opts, cfg, layout=layout,
-                                                                    extractor=extractor, on_stage=stage,
-                                                                    on_step=step))
-    finish(results)
+    result = run_photos(files, lambda p, stage, step: refine_photo(p, out, opts, cfg, layout=layout,
+                                                                   extractor=extractor, on_stage=stage,
+                                                                   on_step=step),
+                        out=out, command="refine", all_faces=all_faces, overwrite=overwrite)
+    finish(result)

@@ -23,8 +23,12 @@ def unwrap_cmd(
     min_face: float = typer.Option(_D.min_face, "--min-face", help="Ignore faces smaller than this many pixels across."),
     uv_layout: Optional[Path] = typer.Option(None, "--uv-layout", help="OBJ with UVs for MediaPipe's 468-vertex topology (e.g. canonical_face_model.obj)."),
     mask: Optional[Path] = typer.Option(None, "--mask", help="Image the size of the photo; white pixels are not trusted (hand, glasses, hair)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo photos whose folders in OUT are already complete (default: skip them, so a rerun resumes)."),
 ) -> None:
-    """Reconstruct the face mesh and camera, unwrap the photo into UV space and render it back."""
+    """Reconstruct the face mesh and camera, unwrap the photo into UV space and render it back.
+
+    Photos already done in OUT are skipped (--overwrite redoes them); OUT/summary.json,
+    OUT/summary.csv and OUT/index.html are written at the end of every run."""
     from ..errors import FaceRefinerError
     from ..io import ensure_writable_dir
     from ..layout import load_layout
@@ -42,5 +46,6 @@ def unwrap_cmd(
             usage_error(f"{mask}: no such file (--mask)")
     except FaceRefinerError as e:
         usage_error(str(e))
-    results = run_photos(files, lambda p, stage: unwrap_photo(p, out, cfg, layout=layout, on_stage=stage))
-    finish(results)
+    result = run_photos(files, lambda p, stage: unwrap_photo(p, out, cfg, layout=layout, on_stage=stage),
+                        out=out, command="unwrap", all_faces=all_faces, overwrite=overwrite)
+    finish(result)
