@@ -234,16 +234,21 @@ def test_cli_refine_writes_everything(tmp_path):
     content = tmp_path / "content.jpg"  # wrong size and mode: resampled and converted
     Image.fromarray(np.full((100, 80), 128, np.uint8)).save(content)
     r = CliRunner().invoke(app, ["refine", str(photo), "-o", str(tmp_path / "out"), "--preset", "quick",
-                                 "--features", "patches", "--content", str(content), "--seed", "3"],
+                                 "--features", "patches", "--content", str(content), "--seed", "3",
+                                 "--export-size", "256"],
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
     folder = tmp_path / "out" / "deca_vox_id04657"
     names = {p.name for p in folder.iterdir()}
     assert names >= {"texture.png", "texture_sampled.png", "texture_initial.png", "render.png", "views.png",
-                     "visibility.png", "mesh.obj", "mesh.mtl", "camera.json", "report.json"}
+                     "visibility.png", "mesh.obj", "mesh.mtl", "mesh.glb", "camera.json", "report.json"}
+    # --export-size: texture.png at 256 although the quick preset optimises at 128
+    assert Image.open(folder / "texture.png").size == (256, 256)
+    assert Image.open(folder / "texture_initial.png").size == (128, 128)
     assert Image.open(folder / "texture_sampled.png").mode == "RGBA"
     assert Image.open(folder / "views.png").size == (9 * 256, 256)
     rep = json.loads((folder / "report.json").read_text())
+    assert rep["export_size"] == 256 and rep["texture_size"] == 128
     assert rep["refine"]["config"]["seed"] == 3 and rep["refine"]["features"]["extractor"] == "patches"
     assert len(rep["refine"]["loss_history"]["render"]) > 2
 
@@ -255,6 +260,8 @@ def test_cli_refine_usage_errors(tmp_path, ffhq_photo):
     assert r.exit_code == 1 and "bad.png" in r.output
     r = run("--preset", "fastest")
     assert r.exit_code == 1 and "--preset" in r.output
+    r = run("--export-size", "100")  # below the texture size
+    assert r.exit_code == 1 and "--export-size" in r.output
     r = run("--vgg-weights", str(tmp_path / "missing.pth"), "--features", "vgg16")
     assert r.exit_code == 1 and "missing.pth" in r.output
     if not torch.cuda.is_available():

@@ -207,6 +207,9 @@ class RefineOptions(UnwrapConfig):
     """Your own content texture I_C (this project's UV layout); resampled to the texture size."""
     device: str = "auto"
     """cpu, cuda or auto."""
+    export_size: int | None = None
+    """Write texture.png (and mesh.glb's texture) at this size: the refined texture upsampled, with
+    the photo's own texels where it shows the face (None: the optimisation's size)."""
 
 
 def load_content(path: Path) -> torch.Tensor:
@@ -222,7 +225,7 @@ def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *
 
     User errors are caught and returned in :attr:`PhotoResult.error` (one line).
     """
-    from .refine import config_dict, refine
+    from .refine import config_dict, refine, upscale_texture
     from .views import contact_sheet
 
     res = PhotoResult(path=Path(path))
@@ -246,9 +249,16 @@ def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *
                      "refine": {"config": config_dict(config), "features": r.features, "device": r.device,
                                 "loss_history": r.history,
                                 "content": str(opts.content) if opts.content else "facerefiner.complete"}}
+            out_tex = r.texture
+            if opts.export_size and opts.export_size != r.texture.shape[-1]:
+                stage("export")
+                te = time.perf_counter()
+                out_tex = upscale_texture(rgb, geo, r.texture, opts.export_size, layout=layout, mask=mask)
+                timings["export"] = time.perf_counter() - te
+                extra["export_size"] = int(opts.export_size)
             with atomic_dir(Path(out_root) / name) as tmp:
                 write_face_folder(tmp, path, rgb, geo, r.unwrapped, layout, opts, comp, timings, extra,
-                                  texture=r.texture)
+                                  texture=out_tex)
                 rgba = np.concatenate([texture_to_uint8(r.sampled),
                                        r.visibility.numpy().astype(np.uint8)[..., None] * 255], axis=2)
                 save_png(tmp / "texture_sampled.png", rgba)

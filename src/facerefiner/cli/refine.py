@@ -35,6 +35,7 @@ def refine_cmd(
     all_faces: bool = typer.Option(False, "--all-faces", help="Every face of a photo into its own folder (<stem>_face0, ...)."),
     min_face: float = typer.Option(64.0, "--min-face", help="Ignore faces smaller than this many pixels across."),
     uv_layout: Optional[Path] = typer.Option(None, "--uv-layout", help="OBJ with UVs for MediaPipe's 468-vertex topology."),
+    export_size: Optional[int] = typer.Option(None, "--export-size", help="Write texture.png (and mesh.glb's texture) at this size, e.g. 1024 or 2048: the refined texture upsampled, with the photo's own detail where it shows the face."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo photos whose folders in OUT are already complete (default: skip them, so a rerun resumes)."),
 ) -> None:
     """Refine: a complete, high-fidelity UV texture from one photo (FaceRefiner).
@@ -69,8 +70,10 @@ def refine_cmd(
                           render_weight=render_weight, features=features, steps=steps_t, passes=passes)
     except ValueError as e:
         usage_error(f"{e} (check --size, --steps, --passes and --preset)")
+    if export_size is not None and not cfg.size <= export_size <= 4096:
+        usage_error(f"--export-size must be between the texture size {cfg.size} and 4096, got {export_size}")
     opts = RefineOptions(size=cfg.size, all_faces=all_faces, min_face=min_face, uv_layout=uv_layout, mask=mask,
-                         content=content, device=device)
+                         content=content, device=device, export_size=export_size)
     try:
         ensure_writable_dir(out)
         layout = load_layout(uv_layout)
