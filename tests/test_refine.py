@@ -149,6 +149,19 @@ def test_visible_blend_weight():
     assert bool((row[1:] >= row[:-1]).all())  # rises monotonically inwards
 
 
+def test_keep_visible_weight():
+    from facerefiner.refine import keep_visible_weight
+
+    v = torch.zeros(64, 64, dtype=torch.bool)
+    v[16:48, 8:40] = True
+    w = keep_visible_weight(v, 8.0)
+    assert w.shape == (64, 64) and w.dtype == torch.float32
+    assert bool((w[v] == 1.0).all())  # the visible region is kept exactly
+    assert float(w[32, 60]) == 0.0 and 0.0 < float(w[32, 42]) < 1.0  # far outside / in the band
+    row = w[32, 39:52]
+    assert bool((row[1:] <= row[:-1]).all())  # falls monotonically outwards
+
+
 def lowpass_chroma_drift(texture, initial, valid, sigma):
     """99th percentile over the layout of |Gaussian-blurred (U, V) chroma of texture - initial|."""
     import cv2

@@ -59,7 +59,8 @@ from .unwrap import UnwrapResult, face_region, rasterize_face, unwrap, uv_raster
 log = logging.getLogger(__name__)
 
 __all__ = ["RefineConfig", "PRESETS", "preset", "RefineResult", "RenderTarget", "render_target",
-           "refine_texture", "refine", "resolve_device", "visible_blend_weight", "apply_overrides", "upscale_texture"]
+           "refine_texture", "refine", "resolve_device", "visible_blend_weight", "keep_visible_weight", "apply_overrides",
+           "upscale_texture"]
 
 
 @dataclass(frozen=True)
@@ -104,12 +105,13 @@ class RefineConfig:
     seed: int = 0
     """Random seed (sample positions): same seed, photo and machine -> same texture."""
     keep_visible: bool = False
-    """Blend the sampled texture I_S back over the visible region at the end, feathered inwards from
-    the visibility boundary: there the back-projected photo is already the best texture (unwrap's
-    round trip is >= 39 dB) and the style term only costs fidelity; the refinement supplies the
-    hidden region and the seam. False = the optimisation's raw I_X (the paper)."""
+    """Put the sampled texture I_S back on the visible region at the end, and blend from I_C to the
+    refined texture across a band of the hidden region just outside it (:func:`keep_visible_weight`):
+    on V the back-projected photo is already the best texture (unwrap's round trip is >= 39 dB) and
+    the style term only costs fidelity; the refinement supplies the hidden region. False = the
+    optimisation's raw I_X (the paper)."""
     keep_visible_feather: float = 1 / 64
-    """Width of that blend, as a fraction of the texture size (1/64: 8 texels at S = 512)."""
+    """Width of that band, as a fraction of the texture size (1/64: 8 texels at S = 512)."""
     crop: int | None = None
     """Side (texels) of a random square crop the features are computed on at each step, at every
     scale larger than it (the content samples of the step are drawn inside it, the content features
@@ -341,6 +343,29 @@ def _style_samples(extractor: FeatureExtractor, style_img: torch.Tensor, vis: to
     return torch.cat(out)
 
 
+def keep_visible_weight(visibility: torch.Tensor, width: float) -> torch.Tensor:
+    """Weight of the photo's texture (I_S on V, I_C beyond it) in the final blend (``keep_visible``).
+
+    Args:
+        visibility: (S, S) bool V.
+        width: feather width in texels.
+
+    Returns:
+        (S, S) float32 in [0, 1] on V's device: exactly 1 on V, falling smoothly to 0 at ``width``
+        texels outside V (a Euclidean distance transform of the complement, smoothstep). The visible
+        region is left exactly as unwrapped (no fidelity is lost there), and the refined texture
+        takes over across a band of the hidden region where I_C, seamless with I_S by construction,
+        carries the transition.
+    """
+    import cv2
+
+    hidden = (~visibility).cpu().numpy().astype(np.uint8)
+    d = cv2.distanceTransform(np.pad(hidden, 1, constant_values=1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    t = np.clip(d / max(float(width), 1e-6), 0.0, 1.0)
+    w = 1.0 - t * t * (3.0 - 2.0 * t)
+    return torch.from_numpy(w.astype(np.float32)).to(visibility.device)
+
+
 StepCallback = Callable[[dict[str, Any]], None]
 
 
@@ -455,8 +480,8 @@ def refine_texture(sampled: torch.Tensor, visibility: torch.Tensor, content: tor
         rw *= config.pass_decay
     out = current[0]
     if config.keep_visible:
-        a = visible_blend_weight(visibility, config.keep_visible_feather * S)
-        out = a * sampled + (1.0 - a) * out
+        a = keep_visible_weight(visibility, config.keep_visible_feather * S)
+        out = a * i_s[0] + (1.0 - a) * out
     vnp = valid.cpu().numpy()
     filled = extend_outside(out.permute(1, 2, 0).cpu().numpy(), vnp)  # no junk past the layout edge
     return torch.from_numpy(np.ascontiguousarray(filled)).permute(2, 0, 1).to(device).contiguous(), hist
