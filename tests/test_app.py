@@ -1,0 +1,297 @@
+"""The web app (facerefiner.app, ``facerefiner serve``).
+
+Helper tests run everywhere (the helpers do not import Gradio). The browser test drives headless
+Chromium (Debian's /usr/bin/chromium, never a downloaded one) with Playwright through a real run:
+it skips with the reason when Gradio, Playwright, Chromium or the shared photos are absent.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facerefiner import app as fa
+from facerefiner.errors import InputError
+
+from conftest import FACES, need
+
+CHROMIUM = Path("/usr/bin/chromium")
+# (Gradio's own deprecation notices about Gradio 6 and numpy's about np.bool8 are not ours.)
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+SCREENSHOT_COPY = Path("/tmp/facerefiner_app_screenshot.png")
+
+
+# --- helpers, no browser, no Gradio ---------------------------------------------------------------
+
+
+def test_run_folders_are_fresh_per_run_and_cleaned(tmp_path):
+    runs = fa.RunFolders(tmp_path / "root", max_age_s=100)
+    a1 = runs.new("alice")
+    b1 = runs.new("bob")
+    assert a1 != b1 and a1.parent == b1.parent == tmp_path / "root"
+    assert not any(a1.iterdir()) and not any(b1.iterdir())
+    (a1 / "x.png").write_bytes(b"a")
+    (b1 / "y.png").write_bytes(b"b")
+    a2 = runs.new("alice")  # alice's next run: her old folder goes, bob's stays
+    assert a2 != a1 and not a1.exists() and b1.exists() and not any(a2.iterdir())
+    runs.end_session("bob")  # bob closed his tab
+    assert not b1.exists() and a2.exists()
+    old = runs.new("carol")
+    os.utime(old, (time.time() - 1000, time.time() - 1000))
+    assert runs.sweep() == [old] and not old.exists() and a2.exists()
+    runs.cleanup()
+    assert not (tmp_path / "root").exists()
+
+
+def test_run_folders_default_root_is_private_temp():
+    runs = fa.RunFolders()
+    try:
+        assert runs.root.is_dir() and runs.root.name.startswith("facerefiner-app-")
+        assert (runs.root.stat().st_mode & 0o077) == 0  # mkdtemp: only this user
+    finally:
+        runs.cleanup()
+    assert not runs.root.exists()
+
+
+def test_check_photo_rejects_non_images_with_the_users_file_name(tmp_path):
+    bad = tmp_path / "upload-3f9a" / "notes.jpg"
+    bad.parent.mkdir()
+    bad.write_text("not an image")
+    with pytest.raises(InputError) as e:
+        fa.check_photo(bad, "notes.jpg")
+    msg = str(e.value)
+    assert msg.startswith("notes.jpg: not an image") and "upload-3f9a" not in msg and "\n" not in msg
+    ok = tmp_path / "ok.png"
+    Image.fromarray(np.full((40, 30, 3), 128, np.uint8)).save(ok)
+    assert fa.check_photo(ok).shape == (40, 30, 3)
+
+
+def test_masks_scaled_to_the_photo(tmp_path):
+    layer = np.zeros((50, 100, 4), np.uint8)
+    layer[10:20, 30:40, 3] = 255  # painted
+    m = fa.painted_mask([layer, np.zeros((50, 100, 4), np.uint8)], (200, 100))
+    assert m.shape == (100, 200) and m[20:40, 60:80].all() and m.sum() == 20 * 20
+    assert fa.painted_mask([np.zeros((50, 100, 4), np.uint8)], (200, 100)) is None
+    assert fa.painted_mask(None, (200, 100)) is None
+    with pytest.raises(InputError, match="shape"):
+        fa.painted_mask([layer], (100, 100))
+    p = tmp_path / "mask.png"
+    Image.fromarray((np.arange(100)[None, :].repeat(50, 0) >= 50).astype(np.uint8) * 255).save(p)
+    m = fa.uploaded_mask(p, (200, 100))
+    assert m.shape == (100, 200) and m[:, 100:].all() and not m[:, :100].any()
+    with pytest.raises(InputError, match="mask.png: mask is 100x50"):
+        fa.uploaded_mask(p, (100, 100), "mask.png")
+
+
+def test_stage_progress_and_names():
+    seen = []
+    p = fa.StageProgress(lambda f, t: seen.append((round(f, 3), t)), total_steps=4)
+    p.stage("load")
+    p.stage("refine")
+    for i in range(4):
+        p.step({"scale": 64, "step": i, "steps": 4})
+    p.stage("write")
+    fr = [f for f, _ in seen]
+    assert fr == sorted(fr) and fr[0] == 0.0 and seen[-2][0] == 0.9 and seen[-1][1].startswith("writing")
+    assert fa.safe_stem("../../etc/pass wd.jpg") == "pass_wd" and fa.safe_stem("") == "photo"
+    assert fa.clean_message("/tmp/x/abc.jpg: no face found\nmore", "/tmp/x/abc.jpg", "me.jpg") == "me.jpg: no face found"
+
+
+def test_serve_without_gradio_prints_the_install_command(tmp_path):
+    """`facerefiner serve` with Gradio not importable: one line with the install command, exit 1."""
+    shim = tmp_path / "gradio.py"
+    shim.write_text("raise ImportError('No module named gradio')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = subprocess.run([sys.executable, "-c", "from facerefiner.cli.main import main; main()", "serve"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 1, r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and 'pip install "facerefiner[app]"' in lines[0] and "Traceback" not in r.stderr
+
+
+# --- the browser test -----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _requirements():
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        pytest.skip('gradio is not installed (pip install -e ".[app]")')
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip('playwright is not installed (pip install -e ".[test]")')
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)")
+    return sync_playwright
+
+
+@pytest.fixture
+def served(tmp_path):
+    _requirements()
+    demo = fa.build_app(preset="default", features="patches", device="cpu", root=tmp_path / "runs")
+    port = _free_port()
+    fa.launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True)
+    try:
+        yield demo, f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+        demo.face_app.runs.cleanup()
+
+
+def _browser(p):
+    # SwiftShader WebGL in headless mode (Chromium disabled its automatic fallback).
+    return p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                             args=["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist",
+                                   "--no-sandbox"])
+
+
+def test_serve_prints_the_url_serves_an_offline_page_and_cleans_up(tmp_path):
+    """`facerefiner serve`: prints the URL, the page names nothing outside this machine, Ctrl-C
+    stops it and its temporary folder is gone."""
+    import signal
+    import urllib.request
+
+    _requirements()
+    port = _free_port()
+    env = {**os.environ, "TMPDIR": str(tmp_path), "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
+    proc = subprocess.Popen([sys.executable, "-c", "from facerefiner.cli.main import main; main()", "serve",
+                             "--port", str(port), "--features", "patches", "--preset", "quick", "--max-upload-mb", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        assert sel.select(timeout=180), "facerefiner serve printed no URL within 180 s"
+        line = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
+        assert len(list(tmp_path.glob("facerefiner-app-*"))) == 1
+        html = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30).read().decode()
+        assert "facerefiner" in html and "cdnjs" not in html and "fonts.googleapis" not in html
+        assert re.findall(r'(?:src|href)="(?:https?:)?//[^"]*"', html) == []  # (nothing loads from elsewhere)
+        import httpx  # (a dependency of gradio)
+
+        big = httpx.post(f"http://127.0.0.1:{port}/gradio_api/upload", timeout=30,
+                         files={"files": ("big.png", b"\0" * (1024 * 1024 + 10), "image/png")})
+        small = httpx.post(f"http://127.0.0.1:{port}/gradio_api/upload", timeout=30,
+                           files={"files": ("small.png", b"\0" * 1000, "image/png")})
+        assert big.status_code == 413 and small.status_code == 200, (big.status_code, big.text, small.status_code)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert "Traceback" not in proc.stderr.read()
+    assert list(tmp_path.glob("facerefiner-app-*")) == []
+
+
+def _pixels_vary(png: bytes) -> float:
+    import io
+
+    a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), np.float32)
+    return float(a.std(axis=(0, 1)).mean())
+
+
+def test_app_end_to_end_in_a_browser(served, tmp_path):
+    """Upload a photo, pick quick, Run: the texture, the 3D face and the zip appear; a non-image and
+    a photo without a face get one-line messages; nothing is fetched from outside this machine."""
+    sync_playwright = _requirements()
+    photo = need(FACES / "deca_exp_1.jpg")
+    demo, url = served
+    t0 = time.perf_counter()
+    outside: list[str] = []
+    with sync_playwright() as p:
+        browser = _browser(p)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.on("request", lambda r: outside.append(r.url)
+                    if urlparse(r.url).hostname not in ("127.0.0.1", "localhost", None)
+                    and not r.url.startswith(("data:", "blob:")) else None)
+            page.goto(url, wait_until="load")
+            upload = page.locator("#fr-photo input[type=file]")
+            upload.wait_for(state="attached", timeout=30_000)
+            clear = page.locator("#fr-photo").get_by_role("button", name="Clear")
+            # not an image: a warning naming the file, at once
+            bad = tmp_path / "notes.png"
+            bad.write_text("hello")
+            upload.set_input_files(str(bad))
+            page.get_by_text("notes.png: not an image", exact=False).first.wait_for(timeout=20_000)
+            clear.click()
+            # an image without a face: Run says so in one line
+            blank = tmp_path / "blank.png"
+            Image.fromarray(np.tile(np.linspace(0, 255, 300, dtype=np.uint8)[None, :, None], (200, 1, 3))).save(blank)
+            upload.set_input_files(str(blank))
+            page.locator("#fr-photo").get_by_text("blank.png").wait_for(timeout=20_000)
+            page.wait_for_timeout(1000)
+            page.locator("#fr-run").click()
+            page.get_by_text("blank.png: no face found", exact=False).first.wait_for(timeout=60_000)
+            # the real photo, the quick preset, Run
+            clear.click()
+            upload.set_input_files(str(photo))
+            page.locator("#fr-photo").get_by_text(photo.name).wait_for(timeout=20_000)
+            page.wait_for_timeout(2000)  # the photo reaches the mask editor
+            box = page.locator("#fr-editor canvas").first.bounding_box()  # paint a stroke over the chin
+            x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.8
+            page.mouse.move(x - 20, y)
+            page.mouse.down()
+            page.mouse.move(x + 20, y, steps=8)
+            page.mouse.up()
+            page.locator("#fr-preset").get_by_text("quick", exact=False).click()
+            page.locator("#fr-run").click()
+            page.locator("#fr-texture img").wait_for(timeout=120_000)
+            canvas = page.locator("#fr-model canvas")
+            canvas.wait_for(timeout=30_000)
+            link = page.locator("#fr-zip a[download]").first
+            link.wait_for(timeout=30_000)
+            assert link.get_attribute("href")
+            page.locator("#fr-status").get_by_text("occlusion mask applied", exact=False).wait_for(timeout=10_000)
+            assert page.locator("#fr-texture img").evaluate("i => i.naturalWidth") == 128
+            page.wait_for_timeout(2500)  # let the 3D viewer draw the mesh
+            assert _pixels_vary(canvas.screenshot()) > 10, "the 3D view is blank"
+            shot = tmp_path / "app.png"
+            page.screenshot(path=str(shot), full_page=True)
+            with page.expect_download() as dl:
+                link.click()
+            z = tmp_path / "face.zip"
+            dl.value.save_as(str(z))
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failed.png"), full_page=True)
+            shutil.copyfile(tmp_path / "failed.png", SCREENSHOT_COPY)
+            raise
+        finally:
+            browser.close()
+    shutil.copyfile(shot, SCREENSHOT_COPY)
+    names = zipfile.ZipFile(z).namelist()
+    for f in ("texture.png", "mesh.glb", "mesh.obj", "views.png", "report.json"):
+        assert f"deca_exp_1/{f}" in names, names
+    assert outside == [], f"the page fetched from outside this machine: {outside}"
+    # each run had its own fresh folder under the app's root (the failed run's was replaced), and the
+    # session's folder goes when its tab closes
+    root = demo.face_app.runs.root
+    for _ in range(100):
+        if not any(root.iterdir()):
+            break
+        time.sleep(0.2)
+    assert not any(root.iterdir()), list(root.iterdir())
+    assert time.perf_counter() - t0 < 120
