@@ -197,12 +197,12 @@ def test_serve_prints_the_url_serves_an_offline_page_and_cleans_up(tmp_path):
         assert big.status_code == 413 and small.status_code == 200, (big.status_code, big.text, small.status_code)
     finally:
         proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
+        try:  # communicate() drains both pipes: a full stderr pipe would block the server's exit
+            _, stderr = proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
-    assert "Traceback" not in proc.stderr.read()
+    assert "Traceback" not in stderr
     assert list(tmp_path.glob("facerefiner-app-*")) == []
 
 
