@@ -64,6 +64,9 @@ def serve_cmd(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _term)
+    # Python leaves SIGINT ignored when the process started with it ignored (a background job of a
+    # non-interactive shell, nohup, some CI runners): Ctrl-C / kill -INT must still stop the server.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     url = demo.local_url or f"http://{host}:{port}/"
     typer.echo(f"facerefiner app running at {url}  (features: {demo.face_app.features_name}; Ctrl-C stops it)")
     try:
