@@ -236,20 +236,21 @@ def test_app_end_to_end_in_a_browser(served, tmp_path):
             bad = tmp_path / "notes.png"
             bad.write_text("hello")
             upload.set_input_files(str(bad))
-            page.get_by_text("notes.png: not an image", exact=False).first.wait_for(timeout=20_000)
+            # (generous waits: in a full test run on 2 cores an upload event has taken over 20 s)
+            page.get_by_text("notes.png: not an image", exact=False).first.wait_for(timeout=60_000)
             clear.click()
             # an image without a face: Run says so in one line
             blank = tmp_path / "blank.png"
             Image.fromarray(np.tile(np.linspace(0, 255, 300, dtype=np.uint8)[None, :, None], (200, 1, 3))).save(blank)
             upload.set_input_files(str(blank))
-            page.locator("#fr-photo").get_by_text("blank.png").wait_for(timeout=20_000)
+            page.locator("#fr-photo").get_by_text("blank.png").wait_for(timeout=60_000)
             page.wait_for_timeout(1000)
             page.locator("#fr-run").click()
             page.get_by_text("blank.png: no face found", exact=False).first.wait_for(timeout=60_000)
             # the real photo, the quick preset, Run
             clear.click()
             upload.set_input_files(str(photo))
-            page.locator("#fr-photo").get_by_text(photo.name).wait_for(timeout=20_000)
+            page.locator("#fr-photo").get_by_text(photo.name).wait_for(timeout=60_000)
             page.wait_for_timeout(2000)  # the photo reaches the mask editor
             box = page.locator("#fr-editor canvas").first.bounding_box()  # paint a stroke over the chin
             x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.8
@@ -294,4 +295,4 @@ def test_app_end_to_end_in_a_browser(served, tmp_path):
             break
         time.sleep(0.2)
     assert not any(root.iterdir()), list(root.iterdir())
-    assert time.perf_counter() - t0 < 120
+    assert time.perf_counter() - t0 < 300
