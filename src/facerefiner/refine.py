@@ -286,31 +286,40 @@ def _valid_at(valid: torch.Tensor, s: int) -> torch.Tensor:
     return F.interpolate(valid[None, None].float(), size=(s, s), mode="area")[0, 0] > 0.5
 
 
+def _feather(region: torch.Tensor, width: float, beyond_edge: bool = False) -> np.ndarray:
+    """(S, S) bool region -> (S, S) float32 smoothstep of the Euclidean distance (in texels) from
+    outside the region, divided by ``width`` and clipped to [0, 1]: 0 outside, 1 deep inside.
+    ``beyond_edge``: whether the texels past the image edge count as inside the region."""
+    import cv2
+
+    r = region.cpu().numpy().astype(np.uint8)
+    d = cv2.distanceTransform(np.pad(r, 1, constant_values=int(beyond_edge)), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    t = np.clip(d / max(float(width), 1e-6), 0.0, 1.0)
+    return (t * t * (3.0 - 2.0 * t)).astype(np.float32)
+
+
 def visible_blend_weight(visibility: torch.Tensor, width: float) -> torch.Tensor:
-    """Weight of the sampled texture when it is blended back (``keep_visible``).
+    """Weight of a sampled texture blended over the visible region from the inside (used by
+    :func:`upscale_texture` for the photo's texels at an export size).
 
     Args:
         visibility: (S, S) bool V.
         width: feather width in texels.
 
     Returns:
-        (S, S) float in [0, 1] with V's dtype-independent device: 0 outside V, rising smoothly to 1
-        at ``width`` texels inside V's boundary (a Euclidean distance transform, smoothstep).
+        (S, S) float32 in [0, 1] on V's device: 0 outside V, rising smoothly to 1 at ``width``
+        texels inside V's boundary (a Euclidean distance transform, smoothstep).
     """
-    import cv2
-
-    v = visibility.cpu().numpy().astype(np.uint8)
-    d = cv2.distanceTransform(np.pad(v, 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
-    t = np.clip(d / max(float(width), 1e-6), 0.0, 1.0)
-    w = t * t * (3.0 - 2.0 * t)
-    return torch.from_numpy(w.astype(np.float32)).to(visibility.device)
+    return torch.from_numpy(_feather(visibility, width)).to(visibility.device)
 
 
-def _crop_origin(mask: torch.Tensor, c: int, gen: torch.Generator) -> tuple[int, int]:
+def _crop_origin(mask: torch.Tensor, c: int, gen: torch.Generator,
+                 texels: torch.Tensor | None = None) -> tuple[int, int]:
     """Top-left corner of a c x c crop of an (s, s) mask, centred (where it fits) on a uniformly
-    random True texel of the mask (any texel when it is empty)."""
+    random True texel of the mask (any texel when it is empty). ``texels``: the mask's
+    ``torch.nonzero`` on the CPU, when the caller draws many crops from one mask."""
     s = mask.shape[-1]
-    nz = torch.nonzero(mask.cpu())
+    nz = torch.nonzero(mask.cpu()) if texels is None else texels
     if nz.shape[0] == 0:
         cy, cx = (int(v) for v in torch.randint(0, s, (2,), generator=gen))
     else:
@@ -357,13 +366,8 @@ def keep_visible_weight(visibility: torch.Tensor, width: float) -> torch.Tensor:
         takes over across a band of the hidden region where I_C, seamless with I_S by construction,
         carries the transition.
     """
-    import cv2
-
-    hidden = (~visibility).cpu().numpy().astype(np.uint8)
-    d = cv2.distanceTransform(np.pad(hidden, 1, constant_values=1), cv2.DIST_L2, 5)[1:-1, 1:-1]
-    t = np.clip(d / max(float(width), 1e-6), 0.0, 1.0)
-    w = 1.0 - t * t * (3.0 - 2.0 * t)
-    return torch.from_numpy(w.astype(np.float32)).to(visibility.device)
+    hidden = _feather(~visibility, width, beyond_edge=True)  # 0 on V, 1 from ``width`` texels outside it
+    return torch.from_numpy(1.0 - hidden).to(visibility.device)
 
 
 StepCallback = Callable[[dict[str, Any]], None]
@@ -436,11 +440,12 @@ def refine_texture(sampled: torch.Tensor, visibility: torch.Tensor, content: tor
                     # is made, the hidden region (with the boundary and some visible context)
                     hidden = valid_s & ~vis_s
                     centres = hidden if hidden.any() else valid_s
+                centre_texels = torch.nonzero(centres.cpu()) if crop else None  # once per scale
             for it in range(nsteps):
                 opt.zero_grad(set_to_none=True)
                 x = (collapse(list(tex.pyramid)[drop:]) + 1.0) * 0.5
                 if crop:
-                    oy, ox = _crop_origin(centres, crop, gen)
+                    oy, ox = _crop_origin(centres, crop, gen, centre_texels)
                     win = (Ellipsis, slice(oy, oy + crop), slice(ox, ox + crop))
                     pos = grid_positions((crop, crop), config.content_samples, gen, mask=valid_s[win[1:]],
                                          device=device, dtype=x.dtype)
