@@ -162,6 +162,37 @@ def test_keep_visible_weight():
     assert bool((row[1:] <= row[:-1]).all())  # falls monotonically outwards
 
 
+def test_is_grey():
+    from facerefiner.refine import GREY_SPREAD, is_grey
+
+    g = torch.rand(1, 32, 32).expand(3, 32, 32).clone()
+    assert is_grey(g)
+    noisy = g + (torch.rand(3, 32, 32) - 0.5) * GREY_SPREAD  # JPEG-like rounding of a grey photo
+    assert is_grey(noisy)
+    tinted = g.clone()
+    tinted[0] += 0.02  # a faint warm cast: colour
+    assert not is_grey(tinted)
+    m = torch.zeros(32, 32, dtype=torch.bool)
+    m[:8] = True
+    tinted[:, 8:] = g[:, 8:] + torch.tensor([0.1, 0.0, -0.1])[:, None, None]
+    tinted[:, :8] = g[:, :8]
+    assert is_grey(tinted, m) and not is_grey(tinted)  # only the masked texels count
+    assert not is_grey(g, torch.zeros(32, 32, dtype=torch.bool))
+
+
+def test_black_and_white_photo_gives_a_grey_texture(detector):
+    """Regression: on deca_exp_2 (a black-and-white photo) the refined hidden cheek came out with
+    a cyan eye crease and a pink cast; a grey photo now gives a grey texture (R = G = B)."""
+    rgb = load_image(need(FACES / "deca_exp_2.jpg"))
+    assert np.ptp(rgb.astype(int), axis=2).max() == 0  # the photo itself is grey
+    geo = reconstruct(rgb, detector=detector)
+    cfg = preset("quick", steps=(6, 6))
+    r = refine(rgb, geo, config=cfg, extractor=PATCHES, device="cpu")
+    assert float((r.texture.amax(0) - r.texture.amin(0)).max()) == 0.0
+    hidden = uv_raster(default_layout(), cfg.size).valid & ~r.visibility
+    assert float((r.texture - r.initial)[:, hidden].abs().mean()) > 1e-3  # still refined there
+
+
 def lowpass_chroma_drift(texture, initial, valid, sigma):
     """99th percentile over the layout of |Gaussian-blurred (U, V) chroma of texture - initial|."""
     import cv2

@@ -59,7 +59,7 @@ from .unwrap import UnwrapResult, face_region, rasterize_face, unwrap, uv_raster
 log = logging.getLogger(__name__)
 
 __all__ = ["RefineConfig", "PRESETS", "preset", "RefineResult", "RenderTarget", "render_target",
-           "refine_texture", "refine", "resolve_device", "visible_blend_weight", "keep_visible_weight", "apply_overrides",
+           "refine_texture", "refine", "resolve_device", "is_grey", "visible_blend_weight", "keep_visible_weight", "apply_overrides",
            "upscale_texture"]
 
 
@@ -352,6 +352,30 @@ def _style_samples(extractor: FeatureExtractor, style_img: torch.Tensor, vis: to
     return torch.cat(out)
 
 
+#: A texture is grey when 99 % of its texels have channels within this of each other (2/255: JPEG
+#: rounding of a grey photo stays well inside it, any tinted photo here is far outside, BENCHMARKS.md).
+GREY_SPREAD = 2.0 / 255.0
+
+
+def is_grey(texture: torch.Tensor, mask: torch.Tensor | None = None) -> bool:
+    """Whether a texture has no colour.
+
+    Args:
+        texture: (3, S, S) float RGB in [0, 1].
+        mask: optional (S, S) bool, the texels to look at (default all).
+
+    Returns:
+        True when the 99th percentile of ``max - min`` over the channels is at most
+        :data:`GREY_SPREAD` (False for an empty mask).
+    """
+    spread = texture.amax(0) - texture.amin(0)
+    if mask is not None:
+        spread = spread[mask]
+    if spread.numel() == 0:
+        return False
+    return float(torch.quantile(spread.flatten().float()[:1_000_000], 0.99)) <= GREY_SPREAD
+
+
 def keep_visible_weight(visibility: torch.Tensor, width: float) -> torch.Tensor:
     """Weight of the photo's texture (I_S on V, I_C beyond it) in the final blend (``keep_visible``).
 
@@ -392,7 +416,8 @@ def refine_texture(sampled: torch.Tensor, visibility: torch.Tensor, content: tor
         history_every: record the loss terms every this many steps.
 
     Returns:
-        ``(texture, history)``: (3, S, S) float32 I_X in [0, 1] on the inputs' device, and the
+        ``(texture, history)``: (3, S, S) float32 I_X in [0, 1] on the inputs' device (grey,
+        R = G = B, when the visible I_S and I_C are both grey: :func:`is_grey`), and the
         sampled loss curves ``{"pass": [...], "scale": [...], "step": [...], "content": [...],
         "style": [...], "render": [...], "total": [...], ...}``.
     """
@@ -400,6 +425,7 @@ def refine_texture(sampled: torch.Tensor, visibility: torch.Tensor, content: tor
     S = sampled.shape[-1]
     gen = torch.Generator().manual_seed(int(config.seed))
     i_s = torch.where(visibility[None], sampled, content)[None]  # holes filled (see module doc)
+    grey = is_grey(sampled, visibility) and is_grey(content, valid)
     current = content[None].clone()
     hist: dict[str, list] = {k: [] for k in ("pass", "scale", "step", "total", "content", "style", "render",
                                              "remd", "moment", "color")}
@@ -484,6 +510,11 @@ def refine_texture(sampled: torch.Tensor, visibility: torch.Tensor, content: tor
         cw /= config.pass_decay
         rw *= config.pass_decay
     out = current[0]
+    if grey:
+        # nothing the texture is made from has colour (a black-and-white photo and a grey I_C): the
+        # deep features and the colour term otherwise leave faint tints (cyan in eye creases, pink
+        # on cheeks) that a grey photo cannot have
+        out = out.mean(0, keepdim=True).expand_as(out)
     if config.keep_visible:
         a = keep_visible_weight(visibility, config.keep_visible_feather * S)
         out = a * i_s[0] + (1.0 - a) * out
