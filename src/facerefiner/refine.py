@@ -126,6 +126,10 @@ class RefineConfig:
     """Candidates re-ranked exactly per sample by the approximate search."""
     moment_channels: int | None = None
     """Channels (random per step) whose covariance the moment term matches. None: all (the paper)."""
+    crop_levels: int | None = None
+    """At scales whose features are computed on crops, update only this many of the finest pyramid
+    bands (the coarser bands, shared by texels far outside any one crop, keep what the full-view
+    scales before made of them). None: all bands."""
 
     def __post_init__(self) -> None:
         if not self.steps or len(self.steps) > self.levels + 1:
@@ -140,6 +144,8 @@ class RefineConfig:
             raise ValueError(f"crop must be at least 32 texels (or None), got {self.crop}")
         if (self.nn_dims is not None and self.nn_dims < 1) or self.nn_candidates < 1:
             raise ValueError("nn_dims (or None) and nn_candidates must be >= 1")
+        if self.crop_levels is not None and self.crop_levels < 1:
+            raise ValueError(f"crop_levels must be >= 1 (or None), got {self.crop_levels}")
         if self.moment_channels is not None and self.moment_channels < 2:
             raise ValueError(f"moment_channels must be >= 2 (or None), got {self.moment_channels}")
 
@@ -496,6 +502,9 @@ def refine_texture(sampled: torch.Tensor, visibility: torch.Tensor, content: tor
                     l_render = L.render_loss(img, target.photo, target.mask) * (rw * f)
                     total = total + l_render
                 total.backward()
+                if crop and config.crop_levels is not None:
+                    for band in list(tex.pyramid)[drop + config.crop_levels:]:
+                        band.grad = None  # SGD and Adam skip parameters without a gradient
                 opt.step()
                 rec = {"pass": p, "scale": s, "step": it, "steps": nsteps, "total": float(total.detach()),
                        "content": float(l_content.detach()), "style": float(l_style.detach()),
