@@ -24,7 +24,7 @@ out of the deep features near the mask's edge).
 
 Speed options (off in the ``paper`` preset, see :class:`RefineConfig`): the features of a scale
 larger than ``crop`` are computed on a random crop per step (centred on a hidden texel with
-``keep_visible``); the nearest style sample of the REMD term is found with a random sketch
+``keep_visible``), and only the ``crop_levels`` finest pyramid bands move there; the nearest style sample of the REMD term is found with a random sketch
 (``nn_dims``); the covariance term matches a random subset of ``moment_channels`` channels per step.
 
 The rendering term renders ``I_X`` through a rasterisation of the face region of the photo made
@@ -168,7 +168,7 @@ PRESETS: dict[str, RefineConfig] = {
     # issue "fast": about 55 s per face at 512 on a 2-core CPU (BENCHMARKS.md); every speed option
     # measured against the previous default (60 + 20 steps x 2 passes, full texture, exact losses)
     "default": RefineConfig(steps=(40, 12), passes=1, lr=0.03, keep_visible=True, content_samples=1024,
-                            crop=256, nn_dims=128, nn_candidates=8, moment_channels=512),
+                            crop=256, crop_levels=1, nn_dims=128, nn_candidates=8, moment_channels=512),
     "quick": RefineConfig(size=128, steps=(20, 20), passes=1, lr=0.03, content_samples=512, style_samples=256,
                           keep_visible=True),
 }
