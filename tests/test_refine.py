@@ -160,7 +160,9 @@ def test_refine_completes_keeps_the_visible_region_and_changes_the_hidden(name, 
     assert float((r.texture.amax(0)[hidden] < 0.02).float().mean()) <= float(
         (r.initial.amax(0)[hidden] < 0.02).float().mean()) + 0.01
     if hidden.sum() > 0.02 * valid.sum():
-        assert float((r.texture - r.initial)[:, hidden].abs().mean()) > 1e-3  # refinement did something there
+        # refinement did something there (a grey photo's texture changes in luma only: 0.0008 on
+        # deca_exp_2 at this schedule, well above float rounding, 1e-7)
+        assert float((r.texture - r.initial)[:, hidden].abs().mean()) > 2.5e-4
     p_init = visible_psnr(rgb, geo, r.initial, r.visibility)
     p_ref = visible_psnr(rgb, geo, r.texture, r.visibility)
     # within 1 dB of I_C (which carries the photo's own texels there), and above 36 dB unless I_C
