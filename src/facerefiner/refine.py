@@ -379,7 +379,9 @@ def is_grey(texture: torch.Tensor, mask: torch.Tensor | None = None) -> bool:
         spread = spread[mask]
     if spread.numel() == 0:
         return False
-    return float(torch.quantile(spread.flatten().float()[:1_000_000], 0.99)) <= GREY_SPREAD
+    flat = spread.flatten().float()
+    flat = flat[:: max(1, flat.numel() // 1_000_000)]  # torch.quantile takes at most 2**24 values
+    return float(torch.quantile(flat, 0.99)) <= GREY_SPREAD
 
 
 def keep_visible_weight(visibility: torch.Tensor, width: float) -> torch.Tensor:
