@@ -24,8 +24,9 @@ out of the deep features near the mask's edge).
 
 Speed options (off in the ``paper`` preset, see :class:`RefineConfig`): the features of a scale
 larger than ``crop`` are computed on a random crop per step (centred on a hidden texel with
-``keep_visible``), and only the ``crop_levels`` finest pyramid bands move there; the nearest style sample of the REMD term is found with a random sketch
-(``nn_dims``); the covariance term matches a random subset of ``moment_channels`` channels per step.
+``keep_visible``), and only the ``crop_levels`` finest pyramid bands move there; the nearest
+style sample of the REMD term is found with a random sketch (``nn_dims``); the covariance term
+matches a random subset of ``moment_channels`` channels per step.
 
 The rendering term renders ``I_X`` through a rasterisation of the face region of the photo made
 once per photo (geometry is fixed): per-pixel bilinear texture lookups, differentiable in ``I_X``.
@@ -165,7 +166,7 @@ class RefineConfig:
 #: covariance on 512 random channels per step); ``quick`` a smoke-test schedule (seconds, low quality).
 PRESETS: dict[str, RefineConfig] = {
     "paper": RefineConfig(lr=0.03),
-    # issue "fast": about 55 s per face at 512 on a 2-core CPU (BENCHMARKS.md); every speed option
+    # issue "fast": median 49 s per face at 512 on a 2-core CPU (BENCHMARKS.md); every speed option
     # measured against the previous default (60 + 20 steps x 2 passes, full texture, exact losses)
     "default": RefineConfig(steps=(40, 12), passes=1, lr=0.03, keep_visible=True, content_samples=1024,
                             crop=256, crop_levels=1, nn_dims=128, nn_candidates=8, moment_channels=512),
@@ -358,8 +359,9 @@ def _style_samples(extractor: FeatureExtractor, style_img: torch.Tensor, vis: to
     return torch.cat(out)
 
 
-#: A texture is grey when 99 % of its texels have channels within this of each other (2/255: JPEG
-#: rounding of a grey photo stays well inside it, any tinted photo here is far outside, BENCHMARKS.md).
+#: A texture is grey when 99 % of its texels have channels within this of each other (2/255 leaves
+#: room for JPEG rounding; over the whole photos of the dev set the 99th percentile of the channel
+#: spread is 0 for the black-and-white deca_exp_2 and 47 to 146 levels for every colour photo).
 GREY_SPREAD = 2.0 / 255.0
 
 
