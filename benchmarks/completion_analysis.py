@@ -32,15 +32,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from facerefiner import metrics as M
+from facerefiner.errors import FaceRefinerError
+from facerefiner.io import load_image
+from facerefiner.pipeline import photo_to_tensor
 
 
 def read_texture(path: Path) -> torch.Tensor:
-    """(3, S, S) float32 in [0, 1] from an RGB(A) PNG."""
-    return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)
+    """(3, S, S) float32 in [0, 1] from a texture PNG."""
+    return photo_to_tensor(load_image(path))
 
 
 def blur(t: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -48,6 +50,13 @@ def blur(t: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def main() -> None:
+    try:
+        run()
+    except FaceRefinerError as e:  # a missing or broken output folder: one line, no traceback
+        raise SystemExit(f"error: {e}") from None
+
+
+def run() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("bench", type=Path)
     ap.add_argument("--method", default="facerefiner-vgg16")
@@ -56,6 +65,8 @@ def main() -> None:
     ap.add_argument("-o", "--out", type=Path)
     a = ap.parse_args()
     runs = a.bench / "runs"
+    if not (runs / a.method).is_dir():
+        raise SystemExit(f"error: {runs / a.method}: missing (not a bench output folder with {a.method})")
     model = None
     if a.noise_trials:
         try:

@@ -4,8 +4,8 @@
         LABEL[:FIELD=VALUE,...] ...
 
 Each variant (the default preset with ``FIELD=VALUE`` overrides, as ``bench --set``) refines the
-photo once; printed per variant: wall time, the 99th percentile over the hidden texels of the
-Gaussian-blurred (sigma = S/64) change of the (U, V) chroma from I_C (blotches of colour the photo
+photo once; printed per variant: wall time, :func:`facerefiner.metrics.chroma_drift` of the result
+against I_C over the hidden texels (99th percentile of the sigma = S/64 blurred chroma change) (blotches of colour the photo
 does not have show up here; the visible region is kept by ``keep_visible`` and not counted), and
 the mean high-frequency magnitude (texture minus its sigma-2 blur, in 8-bit levels) of I_C and of
 the result over the hidden texels (the detail the refinement adds). The textures are written to
@@ -25,8 +25,9 @@ from PIL import Image
 
 from facerefiner import load_image, reconstruct
 from facerefiner.features import get_extractor
+from facerefiner.errors import FaceRefinerError
 from facerefiner.layout import default_layout
-from facerefiner.losses import rgb_to_yuv
+from facerefiner.metrics import chroma_drift
 from facerefiner.refine import apply_overrides, preset, refine
 from facerefiner.unwrap import uv_raster
 
@@ -36,6 +37,13 @@ def hwc(t: torch.Tensor) -> np.ndarray:
 
 
 def main() -> None:
+    try:
+        run()
+    except FaceRefinerError as e:  # a bad photo or weights path: one line, no traceback
+        raise SystemExit(f"error: {e}") from None
+
+
+def run() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("photo")
     ap.add_argument("variants", nargs="+", metavar="LABEL[:FIELD=VALUE,...]")
@@ -53,9 +61,9 @@ def main() -> None:
         t = time.perf_counter()
         r = refine(rgb, geo, config=cfg, extractor=ext, device="cpu")
         dt = time.perf_counter() - t
-        hidden = (uv_raster(default_layout(), cfg.size).valid & ~r.visibility).numpy()
-        d = (rgb_to_yuv(r.texture.permute(1, 2, 0)) - rgb_to_yuv(r.initial.permute(1, 2, 0)))[..., 1:].numpy()
-        drift = float(np.percentile(np.abs(cv2.GaussianBlur(d, (0, 0), cfg.size / 64))[hidden], 99))
+        hidden_t = uv_raster(default_layout(), cfg.size).valid & ~r.visibility
+        hidden = hidden_t.numpy()
+        drift = chroma_drift(r.texture, r.initial, hidden_t, cfg.size / 64)
 
         def detail(img: np.ndarray) -> float:
             return float(np.abs(img - cv2.GaussianBlur(img, (0, 0), 2.0))[hidden].mean() * 255)

@@ -316,3 +316,31 @@ def test_cli_eval_on_an_output_root(unwrap_folder, tmp_path):
     assert f"ok {root / 'a'}/report.json" in r.output and "PSNR" in r.output
     m = strict_json(root / "a" / "report.json")["metrics"]
     assert m["identity"] == {"skipped": "disabled (--no-identity)"} and m["fidelity"]["psnr"] > 30
+
+
+def test_chroma_drift_on_constructed_cases():
+    from facerefiner.losses import YUV_MATRIX
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(3, 64, 64, generator=g) * 0.5 + 0.25
+    mask = torch.ones(64, 64, dtype=torch.bool)
+    assert M.chroma_drift(ref, ref, mask, 4.0) == 0.0
+    # a uniform shift along the U axis of the colour space: |dU| = 0.05 everywhere, dV = 0
+    u = torch.tensor(YUV_MATRIX[1], dtype=torch.float32)
+    shifted = ref + 0.05 * u[:, None, None] / float(u.norm() ** 2)
+    assert M.chroma_drift(shifted, ref, mask, 4.0, q=100) == pytest.approx(0.05, abs=1e-4)
+    # a brightness change is not colour
+    assert M.chroma_drift(ref + 0.1, ref, mask, 4.0) < 1e-3
+    # a blotch counts where the mask is, and grain finer than sigma is blurred away
+    blotch = ref.clone()
+    blotch[:, 16:48, 16:48] += 0.05 * u[:, None, None] / float(u.norm() ** 2)
+    inside = torch.zeros(64, 64, dtype=torch.bool)
+    inside[28:36, 28:36] = True
+    assert M.chroma_drift(blotch, ref, inside, 2.0) == pytest.approx(0.05, abs=2e-3)
+    far = torch.zeros(64, 64, dtype=torch.bool)
+    far[:6] = True  # 10 texels (5 sigma) and more from the blotch
+    assert M.chroma_drift(blotch, ref, far, 2.0) < 1e-3
+    grain = ref + (torch.rand(3, 64, 64, generator=g) - 0.5) * 0.05
+    assert M.chroma_drift(grain, ref, mask, 8.0) < 0.01
+    with pytest.raises(ValueError, match="expected shape"):
+        M.chroma_drift(ref, ref, mask[:32], 4.0)

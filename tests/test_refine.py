@@ -229,22 +229,13 @@ def test_black_and_white_photo_gives_a_grey_texture(detector):
     assert float((r.texture - r.initial)[:, hidden].abs().mean()) > 1e-3  # still refined there
 
 
-def lowpass_chroma_drift(texture, initial, valid, sigma):
-    """99th percentile over the layout of |Gaussian-blurred (U, V) chroma of texture - initial|."""
-    import cv2
-
-    from facerefiner.losses import rgb_to_yuv
-
-    d = (rgb_to_yuv(texture.permute(1, 2, 0)) - rgb_to_yuv(initial.permute(1, 2, 0)))[..., 1:].numpy()
-    d = np.abs(cv2.GaussianBlur(d, (0, 0), sigma))
-    return float(np.percentile(d[valid.numpy()], 99))
-
-
 def test_vgg16_refinement_paints_no_colour_blotches(detector):
     """Regression: with every VGG layer normalised to mean 1 the deep layers dominated and the
     optimisation painted low-frequency purple/green blotches (99th percentile of the blurred chroma
     change 0.08 on this photo and on ffhq_00128); one global calibration factor gives 0.025."""
     from conftest import VGG_CAFFE
+
+    from facerefiner.metrics import chroma_drift
 
     rgb = load_image(need(FACES / "deca_vox_id08392.jpg"))
     geo = reconstruct(rgb, detector=detector)
@@ -252,7 +243,7 @@ def test_vgg16_refinement_paints_no_colour_blotches(detector):
     cfg = preset("quick", keep_visible=False)  # the raw optimisation result, visible region included
     r = refine(rgb, geo, config=cfg, extractor=ext, device="cpu")
     valid = uv_raster(default_layout(), cfg.size).valid
-    assert lowpass_chroma_drift(r.texture, r.initial, valid, cfg.size / 32) < 0.045
+    assert chroma_drift(r.texture, r.initial, valid, cfg.size / 32) < 0.045
     # the raw I_X loses some fidelity to the style term in 40 steps (41.5 -> 37.5 dB here), which
     # keep_visible (on in the default and quick presets) gives back
     assert visible_psnr(rgb, geo, r.texture, r.visibility) > 36.0

@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "psnr", "ssim", "ssim_map", "bounding_box", "visible_fidelity", "IdentityModel", "identity_model", "identity_available", "identity_distances",
     "EvalExtraMissing", "cheek_mask", "CompletionProbe", "completion_probe", "completion_score",
-    "seam_ratio", "cost", "OutputFolder", "load_output", "geometry_from_folder", "evaluate_folder",
+    "seam_ratio", "chroma_drift", "cost", "OutputFolder", "load_output", "geometry_from_folder", "evaluate_folder",
     "write_report_metrics", "SAME_PERSON", "EVAL_INSTALL_HINT",
 ]
 
@@ -486,6 +486,31 @@ def completion_score(texture: torch.Tensor, reference: torch.Tensor, hidden: tor
                                               align_corners=False, antialias=True)[0]
     return {"psnr": psnr(reference, tex, hidden), "ssim": ssim(reference, tex, hidden),
             "texels": int(hidden.sum())}
+
+
+def chroma_drift(texture: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor, sigma: float,
+                 q: float = 99.0) -> float:
+    """How much low-frequency colour a texture gained or lost against a reference (blotches).
+
+    The change of the (U, V) chroma (STROTSS's YUV, :func:`facerefiner.losses.rgb_to_yuv`) from
+    ``reference`` to ``texture``, Gaussian-blurred with ``sigma`` texels, in absolute value; its
+    ``q``-th percentile over the ``mask`` texels (both chroma channels pooled). 0: no colour
+    change at that scale; a blotch of chroma offset c wider than a few sigma gives about c.
+
+    Args:
+        texture, reference: (3, S, S) float RGB in [0, 1].
+        mask: (S, S) bool, the texels that count.
+        sigma: blur in texels (> 0).
+    """
+    import cv2
+
+    from .losses import rgb_to_yuv
+
+    d = (rgb_to_yuv(texture.detach().float().permute(1, 2, 0).cpu())
+         - rgb_to_yuv(reference.detach().float().permute(1, 2, 0).cpu()))[..., 1:].numpy()
+    d = np.abs(cv2.GaussianBlur(np.ascontiguousarray(d), (0, 0), float(sigma)))
+    sel = d[_mask(mask, d.shape[:2])]
+    return float(np.percentile(sel, q)) if sel.size else float("nan")
 
 
 # --------------------------------------------------------------------------------------------

@@ -477,6 +477,11 @@ def refine_texture(sampled: torch.Tensor, visibility: torch.Tensor, content: tor
                     hidden = valid_s & ~vis_s
                     centres = hidden if hidden.any() else valid_s
                 centre_texels = torch.nonzero(centres.cpu()) if crop else None  # once per scale
+            # with crop_levels, the bands coarser than that get no gradient at a cropped scale (SGD and
+            # Adam skip parameters without one), and the backward pass does not compute it
+            frozen_from = drop + config.crop_levels if crop and config.crop_levels is not None else len(tex.pyramid)
+            for i, band in enumerate(tex.pyramid):
+                band.requires_grad_(i < frozen_from)
             for it in range(nsteps):
                 opt.zero_grad(set_to_none=True)
                 x = (collapse(list(tex.pyramid)[drop:]) + 1.0) * 0.5
@@ -506,9 +511,6 @@ def refine_texture(sampled: torch.Tensor, visibility: torch.Tensor, content: tor
                     l_render = L.render_loss(img, target.photo, target.mask) * (rw * f)
                     total = total + l_render
                 total.backward()
-                if crop and config.crop_levels is not None:
-                    for band in list(tex.pyramid)[drop + config.crop_levels:]:
-                        band.grad = None  # SGD and Adam skip parameters without a gradient
                 opt.step()
                 rec = {"pass": p, "scale": s, "step": it, "steps": nsteps, "total": float(total.detach()),
                        "content": float(l_content.detach()), "style": float(l_style.detach()),
