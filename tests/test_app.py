@@ -213,6 +213,12 @@ def _pixels_vary(png: bytes) -> float:
     return float(a.std(axis=(0, 1)).mean())
 
 
+def _wait_for_upload(page, name: str) -> None:
+    # The file component shows the name split into stem and extension spans ("blank" ".png"), so
+    # its text does not always read as the name; its accessible label does.
+    page.locator("#fr-photo").get_by_label(name, exact=True).first.wait_for(timeout=60_000)
+
+
 def test_app_end_to_end_in_a_browser(served, tmp_path):
     """Upload a photo, pick quick, Run: the texture, the 3D face and the zip appear; a non-image and
     a photo without a face get one-line messages; nothing is fetched from outside this machine."""
@@ -243,14 +249,14 @@ def test_app_end_to_end_in_a_browser(served, tmp_path):
             blank = tmp_path / "blank.png"
             Image.fromarray(np.tile(np.linspace(0, 255, 300, dtype=np.uint8)[None, :, None], (200, 1, 3))).save(blank)
             upload.set_input_files(str(blank))
-            page.locator("#fr-photo").get_by_text("blank.png").wait_for(timeout=60_000)
+            _wait_for_upload(page, "blank.png")
             page.wait_for_timeout(1000)
             page.locator("#fr-run").click()
             page.get_by_text("blank.png: no face found", exact=False).first.wait_for(timeout=60_000)
             # the real photo, the quick preset, Run
             clear.click()
             upload.set_input_files(str(photo))
-            page.locator("#fr-photo").get_by_text(photo.name).wait_for(timeout=60_000)
+            _wait_for_upload(page, photo.name)
             page.wait_for_timeout(2000)  # the photo reaches the mask editor
             box = page.locator("#fr-editor canvas").first.bounding_box()  # paint a stroke over the chin
             x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.8
