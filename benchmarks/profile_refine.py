@@ -91,6 +91,7 @@ def main() -> None:
     stages["features_load"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     target = RF.render_target(image, geo, layout, cfg.render_side or 2 * cfg.size)
+    render_mask = RF.render_mask_of(target, un.visibility if cfg.render_visible else None)
     stages["render_setup"] = time.perf_counter() - t0
     print("setup (s): " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
 
@@ -171,7 +172,7 @@ def main() -> None:
 
         def rend():
             xx = x0.clone().requires_grad_(True)
-            L.render_loss(R.render_cached(xx, target.cache), target.photo, target.mask).backward()
+            L.render_loss(R.render_cached(xx, target.cache), target.photo, render_mask).backward()
 
         parts["render"] = _median_time(rend, a.repeats)
         pyr()
