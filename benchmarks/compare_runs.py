@@ -1,0 +1,64 @@
+"""Side-by-side metrics of single bench runs (one photo, several methods or benchmark folders).
+
+Reads the ``metrics`` block that ``python -m facerefiner.bench`` (or ``facerefiner eval``) wrote
+into each run folder's ``report.json`` and prints one Markdown row per folder. Useful where pairs
+come from different bench folders, e.g. the slow ``paper`` method run on its own:
+
+    python benchmarks/compare_runs.py paper=benchE/runs/paper/3ddfa_emma_multi \\
+        default=benchG/runs/facerefiner-vgg16/3ddfa_emma_multi
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+COLUMNS = [
+    ("PSNR", ("fidelity", "psnr"), 2), ("SSIM", ("fidelity", "ssim"), 4),
+    ("ID render", ("identity", "render"), 3), ("ID +30", ("identity", "turned", "+30"), 3),
+    ("ID -30", ("identity", "turned", "-30"), 3), ("seam", ("seam", "ratio"), 3),
+    ("seam local", ("seam", "local_ratio"), 3), ("fill PSNR", ("completion", "psnr"), 2),
+    ("fill SSIM", ("completion", "ssim"), 4), ("time s", ("cost", "wall_s"), 1),
+    ("RSS MB", ("cost", "peak_rss_mb"), 0),
+]
+
+
+def _get(d: dict, path: tuple[str, ...]):
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("runs", nargs="+", help="LABEL=FOLDER (a bench run folder with report.json)")
+    a = ap.parse_args(argv)
+    rows = []
+    for spec in a.runs:
+        label, sep, folder = spec.partition("=")
+        if not sep:
+            print(f"error: {spec}: expected LABEL=FOLDER", file=sys.stderr)
+            return 1
+        rep = Path(folder) / "report.json"
+        try:
+            metrics = json.loads(rep.read_text())["metrics"]
+        except (OSError, ValueError, KeyError) as e:
+            print(f"error: {rep}: no metrics ({type(e).__name__}: {e})", file=sys.stderr)
+            return 1
+        cells = []
+        for _, path, nd in COLUMNS:
+            v = _get(metrics, path)
+            cells.append("-" if v is None else f"{float(v):.{nd}f}")
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    print("| run | " + " | ".join(c[0] for c in COLUMNS) + " |")
+    print("|---|" + "---|" * len(COLUMNS))
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
