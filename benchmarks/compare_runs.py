@@ -15,22 +15,10 @@ import json
 import sys
 from pathlib import Path
 
-COLUMNS = [
-    ("PSNR", ("fidelity", "psnr"), 2), ("SSIM", ("fidelity", "ssim"), 4),
-    ("ID render", ("identity", "render"), 3), ("ID +30", ("identity", "turned", "+30"), 3),
-    ("ID -30", ("identity", "turned", "-30"), 3), ("seam", ("seam", "ratio"), 3),
-    ("seam local", ("seam", "local_ratio"), 3), ("fill PSNR", ("completion", "psnr"), 2),
-    ("fill SSIM", ("completion", "ssim"), 4), ("time s", ("cost", "wall_s"), 1),
-    ("RSS MB", ("cost", "peak_rss_mb"), 0),
-]
-
-
-def _get(d: dict, path: tuple[str, ...]):
-    for k in path:
-        if not isinstance(d, dict) or k not in d:
-            return None
-        d = d[k]
-    return d
+from facerefiner.bench import (  # the bench's columns (seam: the local ratio)
+    METRICS,
+    flat_metrics,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,13 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, KeyError) as e:
             print(f"error: {rep}: no metrics ({type(e).__name__}: {e})", file=sys.stderr)
             return 1
-        cells = []
-        for _, path, nd in COLUMNS:
-            v = _get(metrics, path)
-            cells.append("-" if v is None else f"{float(v):.{nd}f}")
+        flat = flat_metrics(metrics)
+        cells = ["-" if flat[m.key] is None else format(flat[m.key], m.fmt) for m in METRICS]
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
-    print("| run | " + " | ".join(c[0] for c in COLUMNS) + " |")
-    print("|---|" + "---|" * len(COLUMNS))
+    print("| run | " + " | ".join(m.label for m in METRICS) + " |")
+    print("|---|" + "---:|" * len(METRICS))
     print("\n".join(rows))
     return 0
 
