@@ -173,7 +173,7 @@ class RefineConfig:
 #: covariance on 512 random channels per step); ``quick`` a smoke-test schedule (seconds, low quality).
 PRESETS: dict[str, RefineConfig] = {
     "paper": RefineConfig(lr=0.03),
-    # issue "fast": median 49 s per face at 512 on a 2-core CPU (BENCHMARKS.md); every speed option
+    # issue "fast": median 49-51 s per face at 512 on a 2-core CPU (BENCHMARKS.md); every speed option
     # measured against the previous default (60 + 20 steps x 2 passes, full texture, exact losses)
     "default": RefineConfig(steps=(40, 12), passes=1, lr=0.03, keep_visible=True, content_samples=1024,
                             crop=256, crop_levels=1, nn_dims=128, nn_candidates=8, moment_channels=512,
