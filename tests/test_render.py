@@ -467,6 +467,27 @@ def test_render_cached_equals_texture_path_batched():
     torch.testing.assert_close(got, torch.where(mask[:, None], want, bgimg))
 
 
+def test_visible_pixels():
+    from facerefiner.render import visible_pixels
+
+    pos, tri = grid_mesh(8, 6, 1.3, 2.2, 28.9, 20.1, jitter=0.3, seed=4)
+    uv = ((pos[:, :2] - pos[:, :2].amin(0)) / (pos[:, :2].amax(0) - pos[:, :2].amin(0))).float()
+    rast = rasterize(pos.float(), tri, (24, 32))
+    cache = prepare(rast, tri, uv)
+    covered = (rast[..., 3] > 0)[:, None]
+    assert torch.equal(visible_pixels(torch.ones(16, 16, dtype=torch.bool), cache), covered)
+    assert not visible_pixels(torch.zeros(16, 16, dtype=torch.bool), cache).any()
+    half = torch.zeros(16, 16, dtype=torch.bool)
+    half[:, :8] = True  # texels with u < 0.5: bilinear lookups are fully inside up to u = 7.5 / 16
+    got = visible_pixels(half, cache)
+    u = interpolate(uv, rast, tri)[..., 0][:, None]
+    assert got.shape == covered.shape and got.dtype == torch.bool
+    assert not torch.any(got & (u > 7.5 / 16 + 1e-6))  # a lookup touching texel 8 is not fully visible
+    inside = covered & (u <= 7.0 / 16)  # lookups between texels 6 and 7 (or clamped at 0)
+    assert torch.equal(got & inside, inside)
+    assert got.any() and (covered & ~got).any()
+
+
 def test_render_cached_with_nothing_covered():
     pos = torch.tensor([[20.0, 1.0, 0.0], [26.0, 1.0, 0.0], [26.0, 5.0, 0.0]])
     tri = torch.tensor([[0, 1, 2]])

@@ -234,13 +234,14 @@ def visible_fidelity(photo: np.ndarray, texture: torch.Tensor, geometry: FaceGeo
         ``{"psnr", "ssim", "pixels", "crop_size", "erosion_px"}``.
     """
     from .losses import erode_mask, render_mask_kernel
+    from .render import FULLY_VISIBLE
 
     layout = layout or default_layout()
     c = _face_crop(photo, geometry, layout, max_side or 2 * int(texture.shape[-1]))
     h, w = c.covered.shape
     k = render_mask_kernel(max(h, w))
     img, vis = _render_rgba(texture, visibility, c.cache)
-    m = erode_mask(c.covered[None, None], k)[0, 0] & (vis >= 0.999)
+    m = erode_mask(c.covered[None, None], k)[0, 0] & (vis >= FULLY_VISIBLE)
     ref = c.photo
     out = img.permute(1, 2, 0).numpy().astype(np.float64)
     return {"psnr": psnr(ref, out, m), "ssim": ssim(ref, out, m), "pixels": int(m.sum()),

@@ -281,16 +281,14 @@ def render_target(image: np.ndarray, geometry: FaceGeometry, layout: UVLayout, s
 
 def render_mask_of(target: RenderTarget, visibility: torch.Tensor | None = None) -> torch.Tensor:
     """Where the rendering term counts: ``target.mask``, and with ``visibility`` ((S, S) bool V) only
-    the pixels whose bilinear lookup of V is >= 0.999 (they see visible texels alone).
+    the pixels that see visible texels alone (:func:`facerefiner.render.visible_pixels`).
 
     Returns:
         (1, 1, h, w) bool on the target's device.
     """
     if visibility is None:
         return target.mask
-    with torch.no_grad():
-        v = R.render_cached(visibility[None].to(device=target.mask.device, dtype=torch.float32), target.cache)
-    return target.mask & (v >= 0.999)
+    return target.mask & R.visible_pixels(visibility, target.cache)
 
 
 def _downsample_masked(tex: torch.Tensor, vis: torch.Tensor, s: int) -> tuple[torch.Tensor, torch.Tensor]:

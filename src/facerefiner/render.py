@@ -52,6 +52,8 @@ __all__ = [
     "RasterCache",
     "prepare",
     "render_cached",
+    "visible_pixels",
+    "FULLY_VISIBLE",
     "face_screen_positions",
     "face_raster",
     "coverage_mask",
@@ -59,6 +61,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: A pixel sees visible texels alone when its bilinear lookup of the (0/1) visibility mask is at
+#: least this (used by the unwrap's back-projection, the rendering term and the fidelity metric).
+FULLY_VISIBLE = 0.999
 
 # Pixel centres within this distance (pixels) outside a triangle's bounding box are still tested
 # against its edges, so that the coverage decision rests on the edge functions alone.
@@ -684,3 +690,19 @@ def render_face(tex: torch.Tensor, vertices=None, camera=None, layout=None, *,
         _, cache = face_raster(vertices, camera, layout, device=tex.device)
     img = render_cached(tex, cache, None if background is None else background.unsqueeze(0) if background.dim() == 3 else background)
     return img[0], coverage_mask(cache)[0]
+
+
+def visible_pixels(visibility: torch.Tensor, cache: RasterCache) -> torch.Tensor:
+    """The pixels that see visible texels alone.
+
+    Args:
+        visibility: ``(S, S)`` bool (or 0/1 float) visibility mask V of the texture.
+        cache: from :func:`prepare`.
+
+    Returns:
+        ``(B, 1, H, W)`` bool: the bilinear lookup of V through ``cache`` is >= :data:`FULLY_VISIBLE`
+        (False on uncovered pixels), on the cache's device.
+    """
+    with torch.no_grad():
+        v = render_cached(visibility[None].to(device=cache.uv.device, dtype=torch.float32), cache)
+    return v >= FULLY_VISIBLE

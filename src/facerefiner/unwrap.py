@@ -285,8 +285,7 @@ def _backproject(texture: torch.Tensor, vis: torch.Tensor, photo: torch.Tensor, 
     """
     cache = R.prepare(rast, torch.as_tensor(layout.faces), layout.uv_tensor())
     visf = vis[None, None].float()
-    with torch.no_grad():
-        weight = (R.render_cached(visf, cache) > 0.999).float()  # pixels that see only visible texels
+    weight = R.visible_pixels(vis, cache).float()
     ones = torch.ones_like(visf, requires_grad=True)
     (R.render_cached(ones, cache) * weight).sum().backward()
     step = visf / ones.grad.clamp_min(1e-6)
