@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from conftest import FACES, face_photos, need, psnr
 
 from facerefiner.cli.main import app
+from facerefiner.errors import ShapeError
 from facerefiner.features import get_extractor
 from facerefiner.io import load_image
 from facerefiner.layout import default_layout
@@ -54,7 +55,8 @@ def test_presets():
 def test_config_checks_and_overrides():
     from facerefiner.refine import apply_overrides
 
-    for bad in (dict(crop=16), dict(nn_dims=0), dict(nn_candidates=0), dict(moment_channels=1), dict(crop_levels=0)):
+    for bad in (dict(crop=16), dict(nn_dims=0), dict(nn_candidates=0), dict(moment_channels=1), dict(crop_levels=0),
+                dict(keep_shading=0.0), dict(keep_shading=0.5)):
         with pytest.raises(ValueError):
             RefineConfig(**bad)
     c = apply_overrides(PRESETS["default"], ["crop=256", "steps=30,10", "lr=0.05", "keep_visible=false",
@@ -196,6 +198,70 @@ def test_keep_visible_weight():
     assert float(w[32, 60]) == 0.0 and 0.0 < float(w[32, 42]) < 1.0  # far outside / in the band
     row = w[32, 39:52]
     assert bool((row[1:] <= row[:-1]).all())  # falls monotonically outwards
+
+
+def test_lowpass_blurs_inside_the_layout_only():
+    from scipy.ndimage import gaussian_filter
+
+    from facerefiner.refine import lowpass
+
+    S = 64
+    valid = torch.zeros(S, S, dtype=torch.bool)
+    valid[8:56, 4:60] = True
+    t = torch.rand(3, S, S, dtype=torch.float64)
+    t[:, ~valid] = 5.0  # junk outside the layout must not leak in
+    out = lowpass(t, valid, 2.0)
+    assert out.dtype == torch.float64 and out.shape == (3, S, S)
+    assert float(out[:, ~valid].abs().max()) == 0.0
+    assert float(out[:, valid].max()) <= 1.0
+    # far from the layout's edge it is a plain Gaussian blur (scipy as the independent reference)
+    ref = torch.from_numpy(np.stack([gaussian_filter(c, 2.0, mode="nearest", truncate=3.0) for c in t.numpy()]))
+    inner = (slice(None), slice(20, 44), slice(16, 48))
+    assert torch.allclose(out[inner], ref[inner], atol=1e-3)
+    const = torch.full((3, S, S), 0.25, dtype=torch.float64)
+    assert torch.allclose(lowpass(const, valid, 3.0)[:, valid], const[:, valid])  # up to the edge
+    with pytest.raises(ShapeError, match=r"valid: expected shape \['64', '64'\], got \[32, 32\]"):
+        lowpass(t, valid[:32, :32], 2.0)
+
+
+def test_keep_shading_takes_the_low_frequencies_of_the_hidden_region_from_the_content():
+    from facerefiner.refine import keep_shading, lowpass
+
+    S = 64
+    valid = torch.ones(S, S, dtype=torch.bool)
+    vis = torch.zeros(S, S, dtype=torch.bool)
+    vis[:, :24] = True
+    yy, xx = torch.meshgrid(torch.arange(S), torch.arange(S), indexing="ij")
+    content = (0.4 + 0.1 * torch.sin(yy / 9.0))[None].expand(3, S, S).float()
+    fine = 0.05 * ((yy + xx) % 2 * 2 - 1).float()  # a 1-texel checkerboard: detail
+    texture = (content + fine + 0.08).clamp(0, 1)  # detail plus a brightness drift of 0.08
+    out = keep_shading(texture, content, vis, valid, sigma=2.0, width=4.0)
+    assert torch.equal(out[:, vis], texture[:, vis])  # V is left alone
+    deep = (slice(None), slice(8, 56), slice(36, 56))  # hidden, past the feather band
+    assert float((lowpass(out - content, valid, 2.0)[deep]).abs().max()) < 2e-3  # the drift is gone
+    assert torch.allclose(out[deep] - content[deep], fine[deep[1:]].expand_as(out[deep]), atol=2e-3)  # detail kept
+    band = out[0, 32, 23:29] - content[0, 32, 23:29]  # across the feather: from drift to none
+    assert float(band[0]) > 0.07 and float(band[-1]) < 0.06
+
+
+def test_keep_shading_in_a_refinement(photo):
+    """With keep_shading the hidden region keeps I_C's brightness and colour (the style term pulled
+    the hidden cheeks towards the whole face's statistics; BENCHMARKS.md), and still gets detail."""
+    from facerefiner.refine import lowpass
+
+    rgb, geo = photo
+    low, high = {}, {}
+    for ks in (None, 1 / 32):
+        cfg = preset("quick", keep_shading=ks)
+        r = refine(rgb, geo, config=cfg, extractor=PATCHES, device="cpu")
+        valid = uv_raster(default_layout(), cfg.size).valid
+        hidden = valid & ~r.visibility
+        d = r.texture - r.initial
+        lp = lowpass(d, valid, cfg.size / 32)
+        low[ks] = float(lp[:, hidden].abs().mean())
+        high[ks] = float((d - lp)[:, hidden].abs().mean())
+    assert low[1 / 32] < 0.5 * low[None], low
+    assert high[1 / 32] > 0.5 * high[None] > 0, high
 
 
 def test_is_grey():

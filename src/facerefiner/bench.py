@@ -17,7 +17,8 @@ Methods (``--methods``, comma-separated; default all of them):
 * ``initial``: the project's content texture I_C (:func:`facerefiner.complete.complete`), no
   optimisation.
 * ``strotss``: the optimisation with the style and content terms but no rendering term
-  (``refine(render=False)``), ``keep_visible=False``, starting from I_C, features ``--features``.
+  (``refine(render=False)``), ``keep_visible=False``, ``keep_shading=None``, starting from I_C,
+  features ``--features``.
 * ``facerefiner-vgg16``: the full method with ``--preset`` (default "default"), VGG16 features.
 * ``facerefiner-patches``: the same with the offline "patches" features.
 * ``paper``: the authors' literal schedule (``PRESETS["paper"]`` at the benchmark's texture size
@@ -26,7 +27,8 @@ Methods (``--methods``, comma-separated; default all of them):
 * ``initial-blurred``: I_C blurred by a Gaussian of sigma S/64 texels, a stand-in for a
   detail-poor 3D morphable model albedo; no optimisation.
 * ``facerefiner-vgg16-from-blurred``: the full method with that blurred texture as content and
-  ``keep_visible=False`` (the paper's setting: the rendering term has to bring the detail back).
+  ``keep_visible=False`` and ``keep_shading=None`` (the paper's setting: the rendering term has to
+  bring the detail back, and the content texture's colour is not to be trusted).
 
 Metrics (per photo and method; :mod:`facerefiner.metrics`): visible fidelity (PSNR, SSIM of the
 render at the input camera inside V), identity (dlib distance at the input pose and turned to
@@ -112,6 +114,7 @@ class Method:
         render: the rendering term on.
         content: the content texture of an ``optimise`` method: ``initial`` or ``blurred``.
         keep_visible: override of the preset's ``keep_visible`` (None: the preset's).
+        keep_shading: False turns the preset's ``keep_shading`` off (the paper's setting).
         preset: a fixed preset (``paper``) instead of ``--preset``.
     """
 
@@ -122,6 +125,7 @@ class Method:
     render: bool = True
     content: str = "initial"
     keep_visible: bool | None = None
+    keep_shading: bool = True
     preset: str | None = None
 
     @property
@@ -132,8 +136,8 @@ class Method:
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("sampled", "sampled", "I_S alone, holes black"),
     Method("initial", "initial", "the project's I_C (Poisson completion), no optimisation"),
-    Method("strotss", "optimise", "style + content, no rendering term, keep_visible off", render=False,
-           keep_visible=False),
+    Method("strotss", "optimise", "style + content, no rendering term, keep_visible and keep_shading off",
+           render=False, keep_visible=False, keep_shading=False),
     Method("facerefiner-vgg16", "optimise", "the full method, --preset, VGG16 features", features="vgg16"),
     Method("facerefiner-patches", "optimise", "the full method, --preset, patch features", features="patches"),
     Method("paper", "optimise", "the authors' literal schedule (paper preset), VGG16", features="vgg16",
@@ -141,8 +145,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("initial-blurred", "blurred", f"I_C blurred (Gaussian sigma S/{BLUR_DIVISOR}), a detail-poor "
                                          "3DMM albedo stand-in"),
     Method("facerefiner-vgg16-from-blurred", "optimise", "the full method from the blurred I_C, keep_visible "
-                                                         "off, VGG16", features="vgg16", content="blurred",
-           keep_visible=False),
+                                                         "and keep_shading off, VGG16", features="vgg16",
+           content="blurred", keep_visible=False, keep_shading=False),
 )}
 
 
@@ -151,7 +155,7 @@ def comparisons(strotss_features: str = "vgg16") -> list[tuple[str, str, str]]:
     return [
         ("facerefiner-vgg16", "initial", "refinement vs its starting point I_C"),
         (f"facerefiner-{strotss_features}", "strotss", "the full method vs style + content alone (no rendering "
-                                                         "term, no keep_visible), same features"),
+                                                         "term, no keep_visible or keep_shading), same features"),
         ("facerefiner-vgg16", "paper", "the everyday preset vs the authors' literal schedule"),
         ("facerefiner-vgg16", "facerefiner-patches", "VGG16 vs the offline patch features"),
         ("facerefiner-vgg16-from-blurred", "initial-blurred", "the rendering term brings detail back to a "
@@ -315,6 +319,8 @@ class BenchSettings:
             cfg = replace(cfg, features=spec.features or self.features)
             if spec.keep_visible is not None:
                 cfg = replace(cfg, keep_visible=spec.keep_visible)
+            if not spec.keep_shading:
+                cfg = replace(cfg, keep_shading=None)
             out[name] = cfg
         return out
 

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 
 from . import losses as L
 from . import render as R
+from .check import check_shape
 from .complete import complete, extend_outside
 from .errors import FaceRefinerError
 from .features import FeatureExtractor, get_extractor
@@ -60,7 +61,7 @@ from .unwrap import UnwrapResult, face_region, rasterize_face, unwrap, uv_raster
 log = logging.getLogger(__name__)
 
 __all__ = ["RefineConfig", "PRESETS", "preset", "RefineResult", "RenderTarget", "render_target", "render_mask_of",
-           "refine_texture", "refine", "resolve_device", "is_grey", "visible_blend_weight", "keep_visible_weight", "apply_overrides",
+           "refine_texture", "refine", "resolve_device", "is_grey", "visible_blend_weight", "keep_visible_weight", "keep_shading", "lowpass", "apply_overrides",
            "upscale_texture"]
 
 
@@ -138,6 +139,15 @@ class RefineConfig:
     background past a slightly wide mesh outline: there the term pulls hidden texels towards
     those colours (a green patch beside the mouth of deca_exp_1). False: the eroded render mask
     alone (the paper)."""
+    keep_shading: float | None = None
+    """Give the hidden region I_C's low frequencies (its brightness, colour and shading) back at the
+    end: I_X + G_sigma * (I_C - I_X) there (:func:`keep_shading`), with sigma this fraction of the
+    texture size, feathered to nothing on V like ``keep_visible``; the refinement then supplies only
+    the detail finer than sigma. The style term is global: it pulls the hidden region's colour
+    towards the statistics of the whole visible face (hidden cheeks a few levels brighter than
+    their truth: completion PSNR worse than I_C on 14 of 19 photos, BENCHMARKS.md), where I_C's
+    fill, lit by the photo's texels around the hole, is the better estimate. None: off (the paper,
+    whose content texture is a morphable model's albedo with no shading of its own)."""
 
     def __post_init__(self) -> None:
         if not self.steps or len(self.steps) > self.levels + 1:
@@ -154,6 +164,8 @@ class RefineConfig:
             raise ValueError("nn_dims (or None) and nn_candidates must be >= 1")
         if self.crop_levels is not None and self.crop_levels < 1:
             raise ValueError(f"crop_levels must be >= 1 (or None), got {self.crop_levels}")
+        if self.keep_shading is not None and not 0.0 < self.keep_shading <= 0.25:
+            raise ValueError(f"keep_shading must be in (0, 0.25] (a fraction of the size) or None, got {self.keep_shading}")
         if self.moment_channels is not None and self.moment_channels < 2:
             raise ValueError(f"moment_channels must be >= 2 (or None), got {self.moment_channels}")
 
@@ -177,7 +189,7 @@ PRESETS: dict[str, RefineConfig] = {
     # measured against the previous default (60 + 20 steps x 2 passes, full texture, exact losses)
     "default": RefineConfig(steps=(40, 12), passes=1, lr=0.03, keep_visible=True, content_samples=1024,
                             crop=256, crop_levels=1, nn_dims=128, nn_candidates=8, moment_channels=512,
-                            render_visible=True),
+                            render_visible=True, keep_shading=1 / 128),
     "quick": RefineConfig(size=128, steps=(20, 20), passes=1, lr=0.03, content_samples=512, style_samples=256,
                           keep_visible=True, render_visible=True),
 }
@@ -406,6 +418,59 @@ def is_grey(texture: torch.Tensor, mask: torch.Tensor | None = None) -> bool:
     return float(torch.quantile(flat, 0.99)) <= GREY_SPREAD
 
 
+def lowpass(texture: torch.Tensor, valid: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of a texture inside its layout (normalised convolution: texels outside
+    ``valid`` neither contribute nor dilute).
+
+    Args:
+        texture: (C, S, S) float tensor.
+        valid: (S, S) bool texels inside the layout.
+        sigma: Gaussian sigma in texels (> 0).
+
+    Raises:
+        ShapeError: ``texture`` is not (C, H, W) or ``valid`` not (H, W).
+
+    Returns:
+        (C, S, S) tensor of ``texture``'s dtype and device; texels outside ``valid`` (and any that
+        no valid texel reaches) are 0. A texture constant on ``valid`` comes back unchanged there.
+    """
+    check_shape(texture, ["C", "H", "W"], "texture")
+    check_shape(valid, [str(n) for n in texture.shape[-2:]], "valid")
+    r = max(1, int(np.ceil(3.0 * sigma)))
+    x = torch.arange(-r, r + 1, device=texture.device, dtype=texture.dtype)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    w = valid.to(texture.dtype)[None]
+    stack = torch.cat([texture * w, w])[:, None]  # (C + 1, 1, S, S)
+    stack = F.conv2d(F.pad(stack, (r, r, 0, 0)), k.view(1, 1, 1, -1))
+    stack = F.conv2d(F.pad(stack, (0, 0, r, r)), k.view(1, 1, -1, 1))[:, 0]
+    num, den = stack[:-1], stack[-1:]
+    return torch.where((den > 1e-6) & valid[None], num / den.clamp_min(1e-6), torch.zeros_like(num))
+
+
+def keep_shading(texture: torch.Tensor, content: torch.Tensor, visibility: torch.Tensor, valid: torch.Tensor,
+                 sigma: float, width: float) -> torch.Tensor:
+    """The texture with the hidden region's low frequencies replaced by the content texture's
+    (``RefineConfig.keep_shading``).
+
+    Args:
+        texture: (3, S, S) float I_X in [0, 1].
+        content: (3, S, S) float I_C in [0, 1], same dtype and device.
+        visibility: (S, S) bool V.
+        valid: (S, S) bool texels inside the layout (the blur stays inside it).
+        sigma: Gaussian sigma in texels.
+        width: feather width in texels: the correction is 0 on V and reaches full strength ``width``
+            texels outside it (:func:`keep_visible_weight`'s complement).
+
+    Returns:
+        (3, S, S) tensor: ``texture + (1 - a) * G_sigma * (content - texture)`` clipped to [0, 1],
+        with ``a = keep_visible_weight(visibility, width)``: on the hidden region its blur equals the
+        content's, only the detail finer than sigma is the texture's own.
+    """
+    a = keep_visible_weight(visibility, width).to(texture.dtype)
+    return (texture + (1.0 - a) * lowpass(content - texture, valid, sigma)).clamp(0.0, 1.0)
+
+
 def keep_visible_weight(visibility: torch.Tensor, width: float) -> torch.Tensor:
     """Weight of the photo's texture (I_S on V, I_C beyond it) in the final blend (``keep_visible``).
 
@@ -546,6 +611,8 @@ def refine_texture(sampled: torch.Tensor, visibility: torch.Tensor, content: tor
         cw /= config.pass_decay
         rw *= config.pass_decay
     out = current[0]
+    if config.keep_shading is not None:
+        out = keep_shading(out, content, visibility, valid, config.keep_shading * S, config.keep_visible_feather * S)
     if grey:
         # nothing the texture is made from has colour (a black-and-white photo and a grey I_C): the
         # deep features and the colour term otherwise leave faint tints (cyan in eye creases, pink
