@@ -142,6 +142,15 @@ def test_bench_completion_and_paper_subset(tmp_path):
         assert (out / "runs" / m / "deca_exp_1" / "texture_masked.png").is_file()
         assert runs[m]["metrics"]["identity"] == {"skipped": "disabled (--no-identity)"}
     assert "not run (--paper-subset 0)" in (out / "results.md").read_text()
+    # a pair made with the completion probe serves a run without it (its other metrics are the same)
+    code, err = run_bench(ph[1], "-o", out, "--methods", "initial,strotss", "--no-identity", *TINY)
+    assert code == 0 and "0 computed, 2 reused" in err, err
+    # not the other way round
+    code, err = run_bench(ph[1], "-o", tmp_path / "other", "--methods", "initial", "--no-identity", *TINY)
+    assert code == 0, err
+    code, err = run_bench(ph[1], "-o", tmp_path / "other", "--methods", "initial", "--no-identity", "--completion",
+                          *TINY)
+    assert code == 0 and "1 computed, 0 reused" in err, err
 
 
 def test_bench_unknown_method_is_a_usage_error(tmp_path):
