@@ -61,8 +61,8 @@ from .unwrap import UnwrapResult, face_region, rasterize_face, unwrap, uv_raster
 log = logging.getLogger(__name__)
 
 __all__ = ["RefineConfig", "PRESETS", "preset", "RefineResult", "RenderTarget", "render_target", "render_mask_of",
-           "refine_texture", "refine", "resolve_device", "is_grey", "visible_blend_weight", "keep_visible_weight", "keep_shading", "lowpass", "apply_overrides",
-           "upscale_texture"]
+           "refine_texture", "refine", "resolve_device", "is_grey", "visible_blend_weight", "keep_visible_weight",
+           "keep_shading", "lowpass", "apply_overrides", "upscale_texture"]
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,8 @@ class RefineConfig:
         if self.crop_levels is not None and self.crop_levels < 1:
             raise ValueError(f"crop_levels must be >= 1 (or None), got {self.crop_levels}")
         if self.keep_shading is not None and not 0.0 < self.keep_shading <= 0.25:
-            raise ValueError(f"keep_shading must be in (0, 0.25] (a fraction of the size) or None, got {self.keep_shading}")
+            raise ValueError(f"keep_shading must be in (0, 0.25] (a fraction of the size) or None, "
+                             f"got {self.keep_shading}")
         if self.moment_channels is not None and self.moment_channels < 2:
             raise ValueError(f"moment_channels must be >= 2 (or None), got {self.moment_channels}")
 
