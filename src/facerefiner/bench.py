@@ -59,8 +59,9 @@ Output::
 
 Each (photo, method) folder is written atomically, and a finished one is not recomputed when the
 command is run again with the same settings (a pair made with other settings is redone, but one
-made with ``--completion`` also serves a run without it; ``--overwrite`` redoes everything). Exit status: 0 all done, 2 some photos or pairs failed (each
-listed on one line; the batch continues), 1 usage error.
+made with ``--completion`` also serves a run without it; ``--overwrite`` redoes everything). Exit
+status: 0 all done, 2 some photos or pairs failed (each listed on one line; the batch continues),
+1 usage error.
 """
 
 from __future__ import annotations

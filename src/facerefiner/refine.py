@@ -28,6 +28,11 @@ larger than ``crop`` are computed on a random crop per step (centred on a hidden
 style sample of the REMD term is found with a random sketch (``nn_dims``); the covariance term
 matches a random subset of ``moment_channels`` channels per step.
 
+Quality options (also off in ``paper``): ``keep_visible`` puts the photo's texels back on the
+visible region, ``render_visible`` counts the rendering term only where the render sees them, and
+``keep_shading`` gives the hidden region I_C's low frequencies back, so that the refinement adds
+detail without shifting the hidden side's colour.
+
 The rendering term renders ``I_X`` through a rasterisation of the face region of the photo made
 once per photo (geometry is fixed): per-pixel bilinear texture lookups, differentiable in ``I_X``.
 
