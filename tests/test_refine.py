@@ -240,6 +240,10 @@ def test_keep_shading_takes_the_low_frequencies_of_the_hidden_region_from_the_co
     deep = (slice(None), slice(8, 56), slice(36, 56))  # hidden, past the feather band
     assert float((lowpass(out - content, valid, 2.0)[deep]).abs().max()) < 2e-3  # the drift is gone
     assert torch.allclose(out[deep] - content[deep], fine[deep[1:]].expand_as(out[deep]), atol=2e-3)  # detail kept
+    from facerefiner.refine import keep_visible_weight
+
+    w = keep_visible_weight(vis, 4.0)
+    assert torch.equal(keep_shading(texture, content, vis, valid, 2.0, 4.0, weight=w), out)  # opt-in weight
     band = out[0, 32, 23:29] - content[0, 32, 23:29]  # across the feather: from drift to none
     assert float(band[0]) > 0.07 and float(band[-1]) < 0.06
 

@@ -455,7 +455,7 @@ def lowpass(texture: torch.Tensor, valid: torch.Tensor, sigma: float) -> torch.T
 
 
 def keep_shading(texture: torch.Tensor, content: torch.Tensor, visibility: torch.Tensor, valid: torch.Tensor,
-                 sigma: float, width: float) -> torch.Tensor:
+                 sigma: float, width: float, weight: torch.Tensor | None = None) -> torch.Tensor:
     """The texture with the hidden region's low frequencies replaced by the content texture's
     (``RefineConfig.keep_shading``).
 
@@ -467,13 +467,14 @@ def keep_shading(texture: torch.Tensor, content: torch.Tensor, visibility: torch
         sigma: Gaussian sigma in texels.
         width: feather width in texels: the correction is 0 on V and reaches full strength ``width``
             texels outside it (:func:`keep_visible_weight`'s complement).
+        weight: ``keep_visible_weight(visibility, width)`` when the caller has it already (opt-in).
 
     Returns:
         (3, S, S) tensor: ``texture + (1 - a) * G_sigma * (content - texture)`` clipped to [0, 1],
         with ``a = keep_visible_weight(visibility, width)``: on the hidden region its blur equals the
         content's, only the detail finer than sigma is the texture's own.
     """
-    a = keep_visible_weight(visibility, width).to(texture.dtype)
+    a = (keep_visible_weight(visibility, width) if weight is None else weight).to(texture.dtype)
     return (texture + (1.0 - a) * lowpass(content - texture, valid, sigma)).clamp(0.0, 1.0)
 
 
@@ -617,15 +618,16 @@ def refine_texture(sampled: torch.Tensor, visibility: torch.Tensor, content: tor
         cw /= config.pass_decay
         rw *= config.pass_decay
     out = current[0]
+    width = config.keep_visible_feather * S
+    a = keep_visible_weight(visibility, width) if config.keep_visible or config.keep_shading else None
     if config.keep_shading is not None:
-        out = keep_shading(out, content, visibility, valid, config.keep_shading * S, config.keep_visible_feather * S)
+        out = keep_shading(out, content, visibility, valid, config.keep_shading * S, width, weight=a)
     if grey:
         # nothing the texture is made from has colour (a black-and-white photo and a grey I_C): the
         # deep features and the colour term otherwise leave faint tints (cyan in eye creases, pink
         # on cheeks) that a grey photo cannot have
         out = out.mean(0, keepdim=True).expand_as(out)
     if config.keep_visible:
-        a = keep_visible_weight(visibility, config.keep_visible_feather * S)
         out = a * i_s[0] + (1.0 - a) * out
     vnp = valid.cpu().numpy()
     filled = extend_outside(out.permute(1, 2, 0).cpu().numpy(), vnp)  # no junk past the layout edge
