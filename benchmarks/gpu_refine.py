@@ -15,7 +15,10 @@ in three steps:
 
 Time per face (step 2) is ``refine()`` end to end from the decoded photo and geometry: unwrap,
 completion, the rendering term's rasterisation and the optimisation; not the photo decoding and
-MediaPipe (about 0.1 s per photo on the dev CPU, BENCHMARKS.md "Unwrap").
+MediaPipe (about 0.01 s per photo on the dev CPU, BENCHMARKS.md "Unwrap", reconstruct column).
+The summary line per preset gives the median wall time, the median of each stage of
+``RefineResult.timings`` and the peak GPU memory. Textures travel back as 8-bit (the GPU machine
+returns at most 16 MiB per file), so visible PSNR tops out near 63 dB in ``score``.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ def load_inputs(folder: Path) -> list[dict]:
 
 def run(a: argparse.Namespace) -> None:
     from facerefiner.features import get_extractor
+    from facerefiner.io import to_uint8
     from facerefiner.refine import preset, refine
 
     dev = torch.device(a.device)
@@ -93,15 +97,19 @@ def run(a: argparse.Namespace) -> None:
             sync()
             wall = time.perf_counter() - t
             peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
-            textures[f"{name}/{face['name']}"] = (r.texture.clamp(0, 1).mul(255).round().byte()
-                                                   .permute(1, 2, 0).numpy())
+            textures[f"{name}/{face['name']}"] = to_uint8(r.texture)
             info["runs"].append({"preset": name, "face": face["name"], "wall_s": round(wall, 3),
                                  "gpu_peak_mb": None if peak is None else round(peak, 1),
                                  "timings": {k: round(v, 3) for k, v in r.timings.items()}})
             print(f"{name} {face['name']} {wall:.2f} s", flush=True)
             save(a.out, textures, info)  # after every face: a run cut short keeps what it made
-        walls = [r["wall_s"] for r in info["runs"] if r["preset"] == name]
-        print(f"{name}: median {statistics.median(walls):.2f} s ({min(walls):.2f} to {max(walls):.2f})", flush=True)
+        runs = [r for r in info["runs"] if r["preset"] == name]
+        walls = [r["wall_s"] for r in runs]
+        stages = {k: statistics.median(r["timings"].get(k, 0.0) for r in runs) for k in runs[0]["timings"]}
+        peaks = [r["gpu_peak_mb"] for r in runs if r["gpu_peak_mb"] is not None]
+        print(f"{name}: median {statistics.median(walls):.2f} s ({min(walls):.2f} to {max(walls):.2f}); stages "
+              + ", ".join(f"{k} {v:.3f}" for k, v in stages.items())
+              + (f"; peak GPU memory {max(peaks):.0f} MB" if peaks else ""), flush=True)
     if a.completion or a.only_masked:  # the completion probe's runs (untimed): the cheek facing the camera hidden
         from facerefiner.layout import default_layout
         from facerefiner.metrics import cheek_mask
@@ -111,17 +119,19 @@ def run(a: argparse.Namespace) -> None:
                 mask, _ = cheek_mask(face["geometry"], "auto", default_layout())
                 r = refine(face["rgb"], face["geometry"], config=preset(name), extractor=ext, device=str(dev),
                            mask=mask)
-                textures[f"{name}-masked/{face['name']}"] = (r.texture.clamp(0, 1).mul(255).round().byte()
-                                                              .permute(1, 2, 0).numpy())
+                textures[f"{name}-masked/{face['name']}"] = to_uint8(r.texture)
                 save(a.out, textures, info)
                 print(f"{name} masked {face['name']}", flush=True)
 
 
 def save(out: Path, textures: dict[str, np.ndarray], info: dict) -> None:
+    """Both files written whole or not at all (temporary name, then rename)."""
+    from facerefiner.io import save_json
+
     out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out / "textures.tmp.npz", **textures)
     (out / "textures.tmp.npz").replace(out / "textures.npz")
-    (out / "timings.json").write_text(json.dumps(info, indent=1))
+    save_json(out / "timings.json", info)
 
 
 def score(a: argparse.Namespace) -> None:
@@ -129,7 +139,7 @@ def score(a: argparse.Namespace) -> None:
     from facerefiner.bench import flat_metrics, wins
     from facerefiner.layout import default_layout
     from facerefiner.pipeline import photo_to_tensor
-    from facerefiner.unwrap import unwrap, uv_raster
+    from facerefiner.unwrap import uv_raster
 
     faces = {f["name"]: f for f in load_inputs(a.inputs)}
     tex: dict[str, np.ndarray] = {}
@@ -139,20 +149,23 @@ def score(a: argparse.Namespace) -> None:
     layout = default_layout()
     model = M.identity_model()
     rows: dict[str, dict[str, dict]] = {}
+    probes: dict[tuple[str, int], M.CompletionProbe] = {}  # per face: both presets share it
     for key in sorted(tex, key=lambda k: k.split("/")[0].endswith("-masked")):  # masked runs last
         name, face = key.split("/")
         f = faces[face]
         t = photo_to_tensor(tex[key])
         S = t.shape[-1]
+        if (face, S) not in probes:  # the unmasked unwrap (its V) and the masked one, once per face
+            probes[face, S] = M.completion_probe(f["rgb"], f["geometry"], S, layout)
+        probe = probes[face, S]
         if name.endswith("-masked"):
-            probe = M.completion_probe(f["rgb"], f["geometry"], S, layout)
             c = M.completion_score(t, probe.reference, probe.hidden)
-            rows[name[: -len("-masked")]][face].update({"fill_psnr": c["psnr"], "fill_ssim": c["ssim"]})
+            rows.setdefault(name[: -len("-masked")], {}).setdefault(face, {}).update(
+                {"fill_psnr": c["psnr"], "fill_ssim": c["ssim"]})
             continue
-        un = unwrap(f["rgb"], f["geometry"], size=S, layout=layout)
-        fid = M.visible_fidelity(f["rgb"], t, f["geometry"], layout, un.visibility)
+        fid = M.visible_fidelity(f["rgb"], t, f["geometry"], layout, probe.visibility)
         ident = M.identity_distances(f["rgb"], t, f["geometry"], layout, None, yaws=M.IDENTITY_YAWS, model=model)
-        seam = M.seam_ratio(t, un.visibility, uv_raster(layout, S).valid)
+        seam = M.seam_ratio(t, probe.visibility, uv_raster(layout, S).valid)
         rows.setdefault(name, {})[face] = flat_metrics({"fidelity": fid, "identity": ident, "seam": seam})
     names = list(rows)
     cols = ["psnr", "ssim", "id", "id+30", "id-30", "seam"]
@@ -199,7 +212,12 @@ def main() -> None:
     s.add_argument("textures", type=Path, nargs="+")
     s.add_argument("--json", type=Path)
     a = ap.parse_args()
-    {"prepare": prepare, "run": run, "score": score}[a.cmd](a)
+    from facerefiner.errors import FaceRefinerError
+
+    try:
+        {"prepare": prepare, "run": run, "score": score}[a.cmd](a)
+    except FaceRefinerError as e:  # missing weights, the eval extra, a broken input: one line
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":
