@@ -1,14 +1,20 @@
-"""Shared fixtures. Tests that need ../shared (real photos, weights) skip with a reason when it is absent."""
+"""Shared fixtures. Tests that need the development data (real photos, weights) skip with a reason
+when it is absent. The data is looked for in the folder named by the environment variable
+``FACEREFINER_DEV_DATA`` (the folder that holds ``data/faces``, ``data/mediapipe`` and
+``models/``), else in ``../shared`` beside the repository."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+#: Environment variable naming the development data folder (default: ../shared beside the checkout).
+DEV_DATA_ENV = "FACEREFINER_DEV_DATA"
+SHARED = Path(os.environ[DEV_DATA_ENV]).expanduser() if os.environ.get(DEV_DATA_ENV) else REPO.parent / "shared"
 FACES = SHARED / "data" / "faces"
 MEDIAPIPE_OBJ = SHARED / "data" / "mediapipe" / "canonical_face_model.obj"
 VGG_CAFFE = SHARED / "models" / "vgg16_imagenet_caffe_conv.pth"
@@ -22,7 +28,7 @@ def face_photos() -> list[Path]:
 
 def need(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"{path} is absent (the shared dev data lives beside the repository)")
+        pytest.skip(f"{path} is absent (the development data: set {DEV_DATA_ENV} to its folder, default ../shared)")
     return path
 
 

@@ -3,17 +3,22 @@
 Helper tests run everywhere (the helpers do not import Gradio). The browser test drives headless
 Chromium (Debian's /usr/bin/chromium, never a downloaded one) with Playwright through a real run:
 it skips with the reason when Gradio, Playwright, Chromium or the shared photos are absent.
+
+Every test keeps to its tmp_path: Gradio's temporary folder (GRADIO_TEMP_DIR) and the system's
+(tempfile.tempdir, TMPDIR for the served subprocess) point into it.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
@@ -30,7 +35,15 @@ from conftest import FACES, need
 CHROMIUM = Path("/usr/bin/chromium")
 # (Gradio's own deprecation notices about Gradio 6 and numpy's about np.bool8 are not ours.)
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-SCREENSHOT_COPY = Path("/tmp/facerefiner_app_screenshot.png")
+
+
+@pytest.fixture(autouse=True)
+def _temp_in_tmp_path(tmp_path, monkeypatch):
+    """Gradio's and the system's temporary folders inside this test's tmp_path."""
+    (tmp_path / "gradio").mkdir()
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
 
 
 # --- helpers, no browser, no Gradio ---------------------------------------------------------------
@@ -55,10 +68,11 @@ def test_run_folders_are_fresh_per_run_and_cleaned(tmp_path):
     assert not (tmp_path / "root").exists()
 
 
-def test_run_folders_default_root_is_private_temp():
+def test_run_folders_default_root_is_private_temp(tmp_path):
     runs = fa.RunFolders()
     try:
         assert runs.root.is_dir() and runs.root.name.startswith("facerefiner-app-")
+        assert runs.root.parent == tmp_path / "tmp"  # (the system's temporary folder, here in tmp_path)
         assert (runs.root.stat().st_mode & 0o077) == 0  # mkdtemp: only this user
     finally:
         runs.cleanup()
@@ -109,6 +123,20 @@ def test_stage_progress_and_names():
     assert fa.clean_message("/tmp/x/abc.jpg: no face found\nmore", "/tmp/x/abc.jpg", "me.jpg") == "me.jpg: no face found"
 
 
+def test_summary_names_the_faces_left_out():
+    """A photo with several faces: the summary says which one the app did and how to get the rest;
+    one face (or a report without the count) says nothing about it."""
+    rep = {"head_pose_deg": {"yaw": 12.4, "pitch": -3.0}, "visible_fraction": 0.42, "face_index": 0}
+    kw = {"size": 128, "preset": "quick", "features": "patches", "secs": 3.21}
+    one = fa.summary_line("me.jpg", rep, **kw)
+    assert one.startswith("**me.jpg**: 128 x 128 texture, preset `quick`") and "yaw +12°" in one and "42 %" in one
+    assert "faces in the photo" not in one
+    assert "faces in the photo" not in fa.summary_line("me.jpg", {**rep, "faces_in_photo": 1}, **kw)
+    two = fa.summary_line("us.jpg", {**rep, "faces_in_photo": 2}, masked=True, **kw)
+    assert "; 1 of 2 faces in the photo (the largest; the command line's `--all-faces` does every face)" in two
+    assert two.endswith("; occlusion mask applied") and "\n" not in two
+
+
 def test_serve_without_gradio_prints_the_install_command(tmp_path):
     """`facerefiner serve` with Gradio not importable: one line with the install command, exit 1."""
     shim = tmp_path / "gradio.py"
@@ -121,7 +149,7 @@ def test_serve_without_gradio_prints_the_install_command(tmp_path):
     assert len(lines) == 1 and 'pip install "facerefiner[app]"' in lines[0] and "Traceback" not in r.stderr
 
 
-# --- the browser test -----------------------------------------------------------------------------
+# --- the launched app, `facerefiner serve` and the browser test --------------------------------------
 
 
 def _free_port() -> int:
@@ -130,11 +158,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _requirements():
+def _need_gradio():
     try:
         import gradio  # noqa: F401
     except ImportError:
         pytest.skip('gradio is not installed (pip install -e ".[app]")')
+
+
+def _requirements():
+    _need_gradio()
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -147,14 +179,65 @@ def _requirements():
 @pytest.fixture
 def served(tmp_path):
     _requirements()
-    demo = fa.build_app(preset="default", features="patches", device="cpu", root=tmp_path / "runs")
+    # (under the system's temporary folder: Gradio takes results only from there or the working folder)
+    demo = fa.build_app(preset="default", features="patches", device="cpu", root=tmp_path / "tmp" / "runs")
     port = _free_port()
     fa.launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True)
     try:
         yield demo, f"http://127.0.0.1:{port}/"
     finally:
-        demo.close()
-        demo.face_app.runs.cleanup()
+        fa.shutdown(demo)
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_no_api_description(tmp_path):
+    """The launched app answers 404 for the API descriptions (Gradio's /gradio_api/info and
+    /gradio_api/openapi.json, FastAPI's /openapi.json, /docs, /redoc); the page and its config,
+    which the browser needs, still answer."""
+    _need_gradio()
+    demo = fa.build_app(preset="quick", features="patches", device="cpu", root=tmp_path / "runs")
+    port = _free_port()
+    fa.launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        off = ["/gradio_api/info", "/gradio_api/info/", "/gradio_api/info?all_endpoints=true",
+               "/gradio_api/openapi.json", "/openapi.json", "/docs", "/redoc"]
+        assert {p: _status(base + p) for p in off} == {p: 404 for p in off}
+        assert _status(base + "/") == 200 and _status(base + "/config") == 200
+    finally:
+        fa.shutdown(demo)
+
+
+def test_gradio_files_go_with_the_server(tmp_path, monkeypatch):
+    """GRADIO_TEMP_DIR unset: the app's uploads land in its private Gradio folder, and stopping the
+    server (shutdown, as serve does) leaves nothing behind in the system's temporary folder; the
+    variable is unset again."""
+    _need_gradio()
+    import httpx  # (a dependency of gradio)
+
+    monkeypatch.delenv("GRADIO_TEMP_DIR")
+    tmp = tmp_path / "tmp"  # (the system's temporary folder in this test)
+    demo = fa.build_app(preset="quick", features="patches", device="cpu")
+    port = _free_port()
+    fa.launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True)
+    try:
+        private = Path(os.environ["GRADIO_TEMP_DIR"])
+        assert private.parent == tmp and private.name.startswith("facerefiner-gradio-")
+        assert fa.use_private_gradio_temp() == private  # (the same folder for the whole process)
+        r = httpx.post(f"http://127.0.0.1:{port}/gradio_api/upload", timeout=30,
+                       files={"files": ("face.png", b"\0" * 1000, "image/png")})
+        assert r.status_code == 200 and Path(r.json()[0]).is_relative_to(private), r.text
+        assert sorted(p.name for p in tmp.iterdir()) == sorted([private.name, demo.face_app.runs.root.name])
+    finally:
+        fa.shutdown(demo)
+    assert list(tmp.iterdir()) == [] and "GRADIO_TEMP_DIR" not in os.environ
 
 
 def _browser(p):
@@ -164,15 +247,20 @@ def _browser(p):
                                    "--no-sandbox"])
 
 
-def test_serve_prints_the_url_serves_an_offline_page_and_cleans_up(tmp_path):
-    """`facerefiner serve`: prints the URL, the page names nothing outside this machine, Ctrl-C
-    stops it and its temporary folder is gone."""
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_serve_prints_the_url_serves_an_offline_page_and_cleans_up(tmp_path, sig):
+    """`facerefiner serve`: prints the URL, the page names nothing outside this machine, Ctrl-C (or
+    a service manager's SIGTERM) stops it, and nothing it made is left in the temporary folder:
+    neither its run folders nor Gradio's copies of uploads (GRADIO_TEMP_DIR unset)."""
     import signal
-    import urllib.request
 
-    _requirements()
+    _need_gradio()
+    import httpx  # (a dependency of gradio)
+
     port = _free_port()
-    env = {**os.environ, "TMPDIR": str(tmp_path), "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
+    tmp = tmp_path / "tmp"
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    env.pop("GRADIO_TEMP_DIR")
     proc = subprocess.Popen([sys.executable, "-c", "from facerefiner.cli.main import main; main()", "serve",
                              "--port", str(port), "--features", "patches", "--preset", "quick", "--max-upload-mb", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -184,26 +272,27 @@ def test_serve_prints_the_url_serves_an_offline_page_and_cleans_up(tmp_path):
         assert sel.select(timeout=180), "facerefiner serve printed no URL within 180 s"
         line = proc.stdout.readline()
         assert f"http://127.0.0.1:{port}" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
-        assert len(list(tmp_path.glob("facerefiner-app-*"))) == 1
+        assert len(list(tmp.glob("facerefiner-app-*"))) == 1
         html = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30).read().decode()
         assert "facerefiner" in html and "cdnjs" not in html and "fonts.googleapis" not in html
         assert re.findall(r'(?:src|href)="(?:https?:)?//[^"]*"', html) == []  # (nothing loads from elsewhere)
-        import httpx  # (a dependency of gradio)
-
         big = httpx.post(f"http://127.0.0.1:{port}/gradio_api/upload", timeout=30,
                          files={"files": ("big.png", b"\0" * (1024 * 1024 + 10), "image/png")})
         small = httpx.post(f"http://127.0.0.1:{port}/gradio_api/upload", timeout=30,
                            files={"files": ("small.png", b"\0" * 1000, "image/png")})
         assert big.status_code == 413 and small.status_code == 200, (big.status_code, big.text, small.status_code)
+        (gradio_tmp,) = tmp.glob("facerefiner-gradio-*")  # Gradio's folder: private, inside TMPDIR
+        assert Path(small.json()[0]).is_relative_to(gradio_tmp), small.text
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, sig))
         try:  # communicate() drains both pipes: a full stderr pipe would block the server's exit
             _, stderr = proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
     assert "Traceback" not in stderr
-    assert list(tmp_path.glob("facerefiner-app-*")) == []
+    assert list(tmp.iterdir()) == []
+    assert list((tmp_path / "gradio").iterdir()) == []  # (the test's GRADIO_TEMP_DIR was not used)
 
 
 def _pixels_vary(png: bytes) -> float:
@@ -220,23 +309,35 @@ def _wait_for_upload(page, name: str) -> None:
 
 
 def test_app_end_to_end_in_a_browser(served, tmp_path):
-    """Upload a photo, pick quick, Run: the texture, the 3D face and the zip appear; a non-image and
-    a photo without a face get one-line messages; nothing is fetched from outside this machine."""
+    """At 1400 x 1000 the Run button is in view without scrolling; upload a photo, pick quick, Run:
+    the texture, the 3D face and the zip appear; a non-image and a photo without a face get one-line
+    messages; nothing is fetched from outside this machine, nor Gradio's API description.
+    Screenshots: tmp_path / "first_view.png" (as the page opens) and "app.png" (after the run)."""
     sync_playwright = _requirements()
     photo = need(FACES / "deca_exp_1.jpg")
     demo, url = served
     t0 = time.perf_counter()
     outside: list[str] = []
+    api_info: list[str] = []
     with sync_playwright() as p:
         browser = _browser(p)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.on("request", lambda r: outside.append(r.url)
                     if urlparse(r.url).hostname not in ("127.0.0.1", "localhost", None)
                     and not r.url.startswith(("data:", "blob:")) else None)
+            page.on("request", lambda r: api_info.append(r.url) if "/gradio_api/info" in r.url else None)
             page.goto(url, wait_until="load")
             upload = page.locator("#fr-photo input[type=file]")
             upload.wait_for(state="attached", timeout=30_000)
+            # the main action in view as the page opens (a laptop's window, before any scrolling)
+            run = page.locator("#fr-run")
+            run.wait_for(timeout=30_000)
+            page.wait_for_timeout(500)  # (the layout settles)
+            page.screenshot(path=str(tmp_path / "first_view.png"))
+            box = run.bounding_box()
+            assert page.evaluate("window.scrollY") == 0
+            assert box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= 1400 and box["y"] + box["height"] <= 1000, box
             clear = page.locator("#fr-photo").get_by_role("button", name="Clear")
             # not an image: a warning naming the file, at once
             bad = tmp_path / "notes.png"
@@ -258,6 +359,7 @@ def test_app_end_to_end_in_a_browser(served, tmp_path):
             upload.set_input_files(str(photo))
             _wait_for_upload(page, photo.name)
             page.wait_for_timeout(2000)  # the photo reaches the mask editor
+            page.locator("#fr-editor").scroll_into_view_if_needed()
             box = page.locator("#fr-editor canvas").first.bounding_box()  # paint a stroke over the chin
             x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.8
             page.mouse.move(x - 20, y)
@@ -284,15 +386,14 @@ def test_app_end_to_end_in_a_browser(served, tmp_path):
             dl.value.save_as(str(z))
         except Exception:
             page.screenshot(path=str(tmp_path / "failed.png"), full_page=True)
-            shutil.copyfile(tmp_path / "failed.png", SCREENSHOT_COPY)
             raise
         finally:
             browser.close()
-    shutil.copyfile(shot, SCREENSHOT_COPY)
     names = zipfile.ZipFile(z).namelist()
     for f in ("texture.png", "mesh.glb", "mesh.obj", "views.png", "report.json"):
         assert f"deca_exp_1/{f}" in names, names
     assert outside == [], f"the page fetched from outside this machine: {outside}"
+    assert api_info == [], api_info  # (the page does not need the API description route: it is off)
     # each run had its own fresh folder under the app's root (the failed run's was replaced), and the
     # session's folder goes when its tab closes
     root = demo.face_app.runs.root

@@ -117,33 +117,132 @@ def test_usage_errors(tmp_path, ffhq_photo):
     r = run("unwrap", ffhq_photo, "-o", tmp_path / "file" / "out")
     assert r.exit_code == 1 and "not writable" in r.output
     r = run("unwrap", tmp_path / "nothing*.jpg", "-o", tmp_path / "out")
-    assert r.exit_code == 1 and "no photos" in r.output
+    assert r.exit_code == 1 and "no file matches" in r.output
     r = run("unwrap", ffhq_photo, "-o", tmp_path / "out", "--size", 4)
     assert r.exit_code == 1 and "--size" in r.output
     r = run("unwrap", ffhq_photo, "-o", tmp_path / "out", "--mask", tmp_path / "nomask.png")
     assert r.exit_code == 1 and "--mask" in r.output
 
 
-def test_console_script_reports_one_line_without_traceback(tmp_path):
+def _exe():
     from pathlib import Path
 
     exe = Path(sys.executable).with_name("facerefiner")
     if not exe.exists():
         exe = shutil.which("facerefiner") or pytest.skip("the facerefiner console script is not installed")
-    p = subprocess.run([str(exe), "unwrap", str(tmp_path / "missing.jpg"), "-o", str(tmp_path / "out")],
+    return str(exe)
+
+
+def test_console_script_reports_one_line_without_traceback(tmp_path):
+    p = subprocess.run([_exe(), "unwrap", str(tmp_path / "missing.jpg"), "-o", str(tmp_path / "out")],
                        capture_output=True, text=True, timeout=120)
-    assert p.returncode == 2
+    assert p.returncode == 1  # a path that does not exist is a usage error, not a failed photo
     assert "Traceback" not in p.stderr
     lines = [ln for ln in p.stderr.splitlines() if "missing.jpg" in ln]
     assert len(lines) == 1 and "no such file" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["unwrap", "{missing}", "-o", "{out}"],                     # no such photo
+    ["unwrap", "{photo}", "{missing}", "-o", "{out}"],          # one of several
+    ["unwrap", "{tmp}/nothing*.jpg", "-o", "{out}"],            # a pattern matching nothing
+    ["unwrap", "{photo}", "-o", "{out}", "--size", "8"],        # a bad value
+    ["unwrap", "{photo}", "-o", "{out}", "--mask", "{missing}"],
+    ["refine", "{photo}", "-o", "{out}", "--preset", "fast"],
+    ["refine", "{photo}", "-o", "{out}", "--content", "{missing}"],
+    ["refine", "{photo}", "-o", "{out}", "--features", "patches", "--device", "cuda"],
+    ["refine", "{photo}", "-o", "{out}", "--features", "vgg16", "--vgg-weights", "{missing}"],
+])
+def test_usage_errors_write_nothing(tmp_path, args):
+    """A usage error (bad flag or value, no such path, no GPU for --device cuda) exits 1 with one
+    line and leaves no OUT folder behind (not even an empty one or its summary files)."""
+    import torch
+
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: --device cuda is not an error here")
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(photo)
+    subs = {"missing": str(tmp_path / "missing.jpg"), "out": str(tmp_path / "out" / "nested"), "photo": str(photo),
+            "tmp": str(tmp_path)}
+    r = run(*[a.format(**subs) for a in args])
+    assert r.exit_code == 1, r.output
+    assert "Traceback" not in r.output and r.output.strip().count("\n") <= 1, r.output
+    assert not (tmp_path / "out").exists(), list((tmp_path / "out").rglob("*"))
+
+
+def test_memory_refusal_names_the_flag_and_writes_nothing(tmp_path, monkeypatch):
+    """A size whose estimated peak memory exceeds what is available is refused before anything is
+    written, with the flag, both amounts and a size that fits; FACEREFINER_MEMORY_CHECK=off skips
+    the check."""
+    from facerefiner import resources
+
+    monkeypatch.setattr(resources, "available_memory_mb", lambda: 3000.0)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(photo)
+    need_4096 = resources.refine_memory_mb(__import__("facerefiner.refine", fromlist=["x"]).preset("default", size=4096))
+    assert need_4096 > 0.9 * 3000.0  # (the measured table says a 4096 refinement needs more than 3 GB)
+    r = run("refine", photo, "-o", tmp_path / "out", "--size", 4096, "--features", "patches")
+    assert r.exit_code == 1
+    line = r.output.strip()
+    assert "--size 4096" in line and "18.3 GB" in line and "use --size 1024 or less" in line and "\n" not in line, line
+    assert not (tmp_path / "out").exists()
+    r = run("unwrap", photo, "-o", tmp_path / "out", "--size", 8192)
+    assert r.exit_code == 1 and "--size 8192" in r.output and not (tmp_path / "out").exists(), r.output
+    monkeypatch.setenv(resources.CHECK_ENV, "off")
+    r = run("unwrap", photo, "-o", tmp_path / "out", "--size", 8192)
+    assert r.exit_code == 2 and "no face" in r.output  # it ran (and found no face in a grey square)
+
+
+def test_two_faces_says_one_of_two(tmp_path):
+    """Only the largest face is processed without --all-faces, and the console line and report.json
+    say so."""
+    photo = need(FACES / "3ddfa_two_faces.jpg")
+    r = run("unwrap", photo, "-o", tmp_path / "one", "--size", 64)
+    assert r.exit_code == 0, r.output
+    ok = [ln for ln in r.output.splitlines() if ln.startswith("ok ")]
+    assert len(ok) == 1 and "1 of 2 faces (use --all-faces for every face)" in ok[0], r.output
+    rep = json.loads((tmp_path / "one" / "3ddfa_two_faces" / "report.json").read_text())
+    assert rep["faces_in_photo"] == 2 and rep["photo_faces"] == 1
+    r = run("unwrap", photo, "-o", tmp_path / "all", "--size", 64, "--all-faces")
+    assert "of 2 faces" not in r.output
+    rep = json.loads((tmp_path / "all" / "3ddfa_two_faces_face1" / "report.json").read_text())
+    assert rep["faces_in_photo"] == 2 and rep["photo_faces"] == 2
+
+
+def test_no_native_log_noise_on_stderr_without_verbose(tmp_path, ffhq_photo):
+    """MediaPipe's C++ lines (TensorFlow Lite's delegate notice, absl's W0000 warnings) stay off the
+    console; with -v they are let through."""
+    p = subprocess.run([_exe(), "unwrap", str(ffhq_photo), "-o", str(tmp_path / "out"), "--size", "64"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert not any(w in p.stderr for w in ("TensorFlow Lite", "W0000", "absl", "inference_feedback")), p.stderr
+    assert lines[0].startswith("ok ") and len(lines) == 3, lines  # ok, the counts, the files written
+    p = subprocess.run([_exe(), "-v", "unwrap", str(ffhq_photo), "-o", str(tmp_path / "out2"), "--size", "64"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "TensorFlow Lite" in p.stderr
+
+
+@pytest.mark.parametrize("verb", ["unwrap", "refine", "eval", "serve"])
+def test_help_paragraphs_are_not_broken(verb):
+    """Each paragraph of a verb's help is rendered as one flowing text: at a wide terminal it is one
+    line (a line break inside a docstring paragraph used to show as a broken wrap, "OUT/summary.json,"
+    then "OUT/summary.csv" on the next line)."""
+    import inspect
+
+    from typer.main import get_command
+
+    cmd = get_command(app).commands[verb]
+    paragraphs = [" ".join(p.split()) for p in inspect.cleandoc(cmd.callback.__doc__).split("\n\n")]
+    r = CliRunner(env={"COLUMNS": "400"}).invoke(app, [verb, "--help"], catch_exceptions=False)
+    shown = [" ".join(ln.split()) for ln in r.output.splitlines()]
+    for para in paragraphs:
+        assert para in shown, (para, r.output)
 
 
 def test_console_script_usage_errors_exit_1(tmp_path):
-    from pathlib import Path
-
-    exe = Path(sys.executable).with_name("facerefiner")
-    if not exe.exists():
-        exe = shutil.which("facerefiner") or pytest.skip("the facerefiner console script is not installed")
+    exe = _exe()
     p = subprocess.run([str(exe), "unwrap", "x.jpg", "--no-such-option"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and "Traceback" not in p.stderr and "no-such-option" in p.stderr
     p = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=120)
@@ -151,3 +250,16 @@ def test_console_script_usage_errors_exit_1(tmp_path):
     p = subprocess.run([str(exe), "unwrap", str(tmp_path / "missing.jpg"), "-o", str(tmp_path / "o"), "--size", "8"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and "--size" in p.stderr
+
+
+def test_an_all_covering_mask_is_a_one_line_user_error(tmp_path, ffhq_photo):
+    """A mask that hides the whole face leaves nothing to complete from: the photo fails with one line
+    naming the mask file and the reason (not "unexpected error ValueError"), and a batch goes on."""
+    mask = tmp_path / "all.png"
+    Image.fromarray(np.full((1024, 1024), 255, np.uint8)).save(mask)
+    r = run("refine", ffhq_photo, "-o", tmp_path / "out", "--preset", "quick", "--features", "patches",
+            "--mask", mask)
+    assert r.exit_code == 2, r.output
+    failed = [ln for ln in r.output.splitlines() if ln.startswith("failed")]
+    assert len(failed) == 1 and str(mask) in failed[0] and "no texel of the face is visible" in failed[0], r.output
+    assert "unexpected" not in r.output and "ValueError" not in r.output and "Traceback" not in r.output

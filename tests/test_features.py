@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from facerefiner import features as FE
 from facerefiner.errors import ShapeError, WeightsError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-CAFFE_VGG = SHARED / "models" / "vgg16_imagenet_caffe_conv.pth"
-FACE = SHARED / "data" / "faces" / "ffhq_00128.png"
+from conftest import FACES, VGG_CAFFE as CAFFE_VGG
+
+FACE = FACES / "ffhq_00128.png"
 
 needs_caffe = pytest.mark.skipif(not CAFFE_VGG.is_file(), reason=f"shared VGG16 weights not found at {CAFFE_VGG}")
 needs_face = pytest.mark.skipif(not FACE.is_file(), reason=f"shared face photo not found at {FACE}")

@@ -8,8 +8,10 @@ upload check, the mask, the progress mapping) work and are tested without it.
 Isolation and clean-up: every run works in its own fresh folder (``tempfile.mkdtemp``) under the
 app's private root; a session's folders are deleted when it starts its next run, when its browser
 tab closes (``Blocks.unload``), after :data:`MAX_AGE_S` and, with the whole root, when the process
-exits. Gradio's own copies of uploads and results are deleted by ``Blocks(delete_cache=...)``.
-Nothing is served from the run folders themselves: results reach the browser through Gradio's cache.
+exits. Gradio's own copies of uploads and results go to a private temporary folder of this process
+(:func:`use_private_gradio_temp`), deleted when the server stops (:func:`shutdown`) or the process
+exits; while it runs, ``Blocks(delete_cache=...)`` deletes the old ones. Nothing is served from the
+run folders themselves: results reach the browser through Gradio's cache.
 """
 
 import atexit
@@ -46,6 +48,44 @@ CACHE_SWEEP_S = 600
 PREVIEW_SIDE = 800
 
 _INSTALL_HINT = 'pip install "facerefiner[app]"  (in a checkout: pip install -e ".[app]")'
+
+
+_gradio_temp: Path | None = None  # the private folder use_private_gradio_temp made (None: none now)
+
+
+def use_private_gradio_temp() -> Path | None:
+    """Point Gradio's temporary folder (``GRADIO_TEMP_DIR``) at a fresh private folder of this
+    process, unless the user chose one; returns it (None when the user's setting stands).
+
+    Why: Gradio's default is ``/tmp/gradio``, shared by every Gradio app, and its ``delete_cache``
+    deletes its copies of uploads and results but not the folders it made for them: a stopped server
+    left dozens of empty folders and files there. A private folder can simply be deleted
+    (:func:`remove_private_gradio_temp`). Gradio reads the variable when it is imported, when each
+    component is made and at launch, so call this before Gradio is imported (``serve`` does; so does
+    :func:`build_app`, for a process that imported Gradio already). Calling it again returns the
+    same folder.
+    """
+    global _gradio_temp
+    if _gradio_temp is not None and os.environ.get("GRADIO_TEMP_DIR") == str(_gradio_temp):
+        return _gradio_temp
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        return None
+    _gradio_temp = Path(tempfile.mkdtemp(prefix="facerefiner-gradio-"))
+    os.environ["GRADIO_TEMP_DIR"] = str(_gradio_temp)
+    atexit.register(remove_private_gradio_temp)
+    return _gradio_temp
+
+
+def remove_private_gradio_temp() -> None:
+    """Delete the folder :func:`use_private_gradio_temp` made, with everything Gradio put there, and
+    unset ``GRADIO_TEMP_DIR`` again (a later app in this process gets a fresh folder)."""
+    global _gradio_temp
+    d, _gradio_temp = _gradio_temp, None
+    if d is None:
+        return
+    shutil.rmtree(d, ignore_errors=True)
+    if os.environ.get("GRADIO_TEMP_DIR") == str(d):
+        del os.environ["GRADIO_TEMP_DIR"]
 
 
 def gradio_missing() -> str | None:
@@ -330,13 +370,27 @@ class FaceApp:
         import json
 
         rep = json.loads((folder / "report.json").read_text())
-        pose = rep.get("head_pose_deg", {})
-        summary = (f"**{name}**: {cfg.size} x {cfg.size} texture, preset `{preset or self.preset}`, features "
-                   f"`{self.features_name}`, {secs:.1f} s; head yaw {pose.get('yaw', 0):+.0f}°, pitch "
-                   f"{pose.get('pitch', 0):+.0f}°; {rep.get('visible_fraction', 0) * 100:.0f} % of the texture "
-                   f"seen in the photo" + ("; occlusion mask applied" if opts.mask else ""))
+        summary = summary_line(name, rep, size=cfg.size, preset=preset or self.preset, features=self.features_name,
+                               secs=secs, masked=opts.mask is not None)
         return RunOutput(folder=folder, texture=folder / "texture.png", views=folder / "views.png",
                          glb=folder / "mesh.glb", zip=zip_path, summary=summary, report=rep)
+
+
+def summary_line(name: str, rep: dict, *, size: int, preset: str, features: str, secs: float,
+                 masked: bool = False) -> str:
+    """The Markdown line shown under the results, from the face folder's ``report.json``.
+
+    When the photo holds more than one face it says which one was done (the app does the largest
+    only), so that a group photo's other faces are not silently missing.
+    """
+    pose = rep.get("head_pose_deg", {})
+    line = (f"**{name}**: {size} x {size} texture, preset `{preset}`, features `{features}`, {secs:.1f} s; "
+            f"head yaw {pose.get('yaw', 0):+.0f}°, pitch {pose.get('pitch', 0):+.0f}°; "
+            f"{rep.get('visible_fraction', 0) * 100:.0f} % of the texture seen in the photo")
+    n = rep.get("faces_in_photo")
+    if isinstance(n, int) and n > 1:
+        line += f"; 1 of {n} faces in the photo (the largest; the command line's `--all-faces` does every face)"
+    return line + ("; occlusion mask applied" if masked else "")
 
 
 # --- the Gradio app -------------------------------------------------------------------------------
@@ -349,6 +403,7 @@ _HEAD = "<script>try { delete Navigator.prototype.gpu; } catch (e) {}</script>"
 _CSS = """
 #fr-status {min-height: 1.5em}
 #fr-texture img {width: 100%; height: 100%; object-fit: contain}
+#fr-zip .empty {min-height: 0; height: 5.5rem}
 footer {display: none !important}
 """
 
@@ -380,6 +435,7 @@ def build_app(*, preset: str = "default", features: str = "auto", vgg_weights: s
         FaceRefinerError: the feature extractor could not be loaded (e.g. bad ``vgg_weights``).
     """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    use_private_gradio_temp()  # (before Gradio makes the components: each reads it)
     import gradio as gr
 
     fa = face_app or FaceApp(preset=preset, features=features, vgg_weights=vgg_weights, device=device, root=root,
@@ -431,22 +487,24 @@ def build_app(*, preset: str = "default", features: str = "auto", vgg_weights: s
             gr.Markdown(f"**Notice:** {fa.notice}")
         with gr.Row():
             with gr.Column(scale=1):
+                # The main action first (photo, preset, Run: in view without scrolling on a laptop's
+                # screen), the optional mask below it.
                 photo = gr.File(label="Photo (drop a JPEG, PNG, WebP, ... of one face)", file_types=["image"],
-                                type="filepath", elem_id="fr-photo")
+                                type="filepath", height=160, elem_id="fr-photo")
+                preset_radio = gr.Radio([c for c in PRESET_CHOICES], value=fa.preset, label="Preset",
+                                        elem_id="fr-preset")
+                run_btn = gr.Button("Run", variant="primary", elem_id="fr-run")
                 gr.Markdown("**Mask (optional)**: paint over what hides the face (hands, glasses, hair). "
                             "Painted pixels are not trusted: the texture there is filled in like the hidden "
                             "side of the face.")
                 editor = gr.ImageEditor(
-                    label="Mask", show_label=False,
+                    label="Mask", show_label=False, height=360,
                     type="numpy", image_mode="RGBA", sources=(), transforms=(), interactive=True,
                     brush=gr.Brush(colors=[("#ff00ff", 0.6)], default_color=("#ff00ff", 0.6), color_mode="fixed"),
                     layers=False, canvas_size=(PREVIEW_SIDE, PREVIEW_SIDE), format="png", elem_id="fr-editor")
                 with gr.Accordion("Or upload a mask image", open=False):
                     mask_file = gr.File(label="Mask (white = not trusted; the photo's shape)", file_types=["image"],
                                         type="filepath", elem_id="fr-mask")
-                preset_radio = gr.Radio([c for c in PRESET_CHOICES], value=fa.preset, label="Preset",
-                                        elem_id="fr-preset")
-                run_btn = gr.Button("Run", variant="primary", elem_id="fr-run")
                 gr.Markdown(f"Features: `{fa.features_name}` · device: `{fa.device}` · one photo at a time "
                             "(others wait in the queue)")
             with gr.Column(scale=2):
@@ -512,9 +570,37 @@ class OfflineHTML:
         return await self.app(scope, receive, wrapped)
 
 
+class NoAPIDescription:
+    """ASGI middleware: 404 for Gradio's descriptions of the app's API for programs
+    (``/gradio_api/info``, which Gradio's Python and JavaScript clients read, and
+    ``/gradio_api/openapi.json``), which answer although ``show_api=False`` (that only hides the
+    page's "Use via API" link). The page itself does not fetch them: its HTML carries the
+    description of its own events (``window.gradio_api_info``), which the browser needs to call them."""
+
+    PATHS = frozenset({"/gradio_api/info", "/gradio_api/openapi.json"})
+    _BODY = b'{"detail":"Not Found"}'
+
+    def __init__(self, app):
+        self.app = app
+
+    @staticmethod
+    def _route(scope) -> str:
+        path, root = scope.get("path", ""), scope.get("root_path", "")
+        return (path[len(root):] if root and path.startswith(root) else path).rstrip("/")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or self._route(scope) not in self.PATHS:
+            return await self.app(scope, receive, send)
+        await send({"type": "http.response.start", "status": 404,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(self._BODY)).encode())]})
+        await send({"type": "http.response.body", "body": self._BODY})
+
+
 def launch(demo, *, host: str = "127.0.0.1", port: int = 7860, max_upload_mb: float = 20,
            prevent_thread_lock: bool = False, quiet: bool = True):
-    """Start the app's server (local only: no share link, no API page, no analytics, nothing from a CDN).
+    """Start the app's server (local only: no share link, no API page or API description, no
+    analytics, nothing from a CDN). Stop it with :func:`shutdown`.
 
     Returns what ``Blocks.launch`` returns; the URL is ``demo.local_url``.
     """
@@ -525,4 +611,17 @@ def launch(demo, *, host: str = "127.0.0.1", port: int = 7860, max_upload_mb: fl
         return demo.launch(server_name=host, server_port=port, share=False, inbrowser=False, quiet=quiet,
                            show_api=False, show_error=False, ssr_mode=False, prevent_thread_lock=prevent_thread_lock,
                            max_file_size=f"{int(max_upload_mb * 1024 * 1024)}b",
-                           app_kwargs={"middleware": [Middleware(OfflineHTML)]})
+                           # (openapi_url=None: no FastAPI /openapi.json, /docs, /redoc)
+                           app_kwargs={"middleware": [Middleware(OfflineHTML), Middleware(NoAPIDescription)],
+                                       "openapi_url": None})
+
+
+def shutdown(demo) -> None:
+    """Stop the server of :func:`launch` and delete what the app made: the run folders and Gradio's
+    private temporary folder (:func:`use_private_gradio_temp`; Gradio's own files in a folder the
+    user chose through ``GRADIO_TEMP_DIR`` are left to Gradio's clean-up)."""
+    try:
+        demo.close(verbose=False)
+    finally:
+        demo.face_app.runs.cleanup()
+        remove_private_gradio_temp()

@@ -17,6 +17,11 @@ class NoFaceError(InputError):
     """No face (or no face large enough) was found in a photo."""
 
 
+class NothingVisibleError(InputError):
+    """No texel of the face shows the photo (the mask covers the whole face): there is nothing to
+    complete the texture from."""
+
+
 class OutputError(FaceRefinerError):
     """An output location cannot be written."""
 

@@ -181,6 +181,24 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def check_writable_dir(path: str | os.PathLike) -> Path:
+    """Check, without creating anything, that ``path`` is or can become a writable folder: the
+    nearest part of it that exists must be a folder this process may write into.
+
+    Raises:
+        OutputError: a file stands in the way, or the folder is not writable (one line).
+    """
+    p = Path(path)
+    q = p
+    while not q.exists() and q != q.parent:
+        q = q.parent
+    if q.exists() and not q.is_dir():
+        raise OutputError(f"{p}: output folder is not writable ({q} is a file)")
+    if not os.access(q, os.W_OK | os.X_OK):
+        raise OutputError(f"{p}: output folder is not writable (permission denied on {q})")
+    return p
+
+
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
     """Create ``path`` (and parents) and check that files can be written into it."""
     p = Path(path)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .errors import FaceRefinerError, InputError
+from .errors import FaceRefinerError, InputError, NothingVisibleError
 from .export import glb_bytes, write_obj
 from .io import atomic_dir, load_image, load_mask, save_json, save_png, to_uint8
 from .layout import UVLayout, load_layout
@@ -63,6 +63,9 @@ class PhotoResult:
     path: Path
     faces: list[FaceOutput] = field(default_factory=list)
     error: str | None = None
+    faces_in_photo: int = 0
+    """Faces found in the photo (of at least ``min_face`` pixels); more than ``len(faces)`` when
+    only the largest was processed (no ``all_faces``)."""
 
     @property
     def ok(self) -> bool:
@@ -114,8 +117,8 @@ def render_over_photo(rgb: np.ndarray, texture: torch.Tensor, geometry: FaceGeom
 
 def _load_and_detect(path: Path, cfg: "UnwrapConfig", detector: FaceMeshDetector | None,
                      stage: Callable[[str], None]):
-    """Photo, optional occlusion mask and the faces to process (largest only unless ``all_faces``),
-    with the clock at start, after loading and after detection."""
+    """Photo, optional occlusion mask, the faces to process (largest only unless ``all_faces``) and
+    the number found, with the clock at start, after loading and after detection."""
     t0 = time.perf_counter()
     stage("load")
     rgb = load_image(path)
@@ -123,7 +126,7 @@ def _load_and_detect(path: Path, cfg: "UnwrapConfig", detector: FaceMeshDetector
     t1 = time.perf_counter()
     stage("reconstruct")
     geos = reconstruct_all(rgb, min_face=cfg.min_face, detector=detector or default_detector(), source=str(path))
-    return rgb, mask, (geos if cfg.all_faces else geos[:1]), (t0, t1, time.perf_counter())
+    return rgb, mask, (geos if cfg.all_faces else geos[:1]), len(geos), (t0, t1, time.perf_counter())
 
 
 def unwrap_photo(path: Path, out_root: Path, cfg: UnwrapConfig, *, layout: UVLayout | None = None,
@@ -137,7 +140,7 @@ def unwrap_photo(path: Path, out_root: Path, cfg: UnwrapConfig, *, layout: UVLay
     try:
         layout = layout or load_layout(cfg.uv_layout)
         stage = on_stage or (lambda s: None)
-        rgb, mask, geos, (t0, t1, t2) = _load_and_detect(path, cfg, detector, stage)
+        rgb, mask, geos, res.faces_in_photo, (t0, t1, t2) = _load_and_detect(path, cfg, detector, stage)
         names = face_folder_names(Path(path).stem, len(geos), cfg.all_faces)
         uvr = uv_raster(layout, cfg.size)
         for k, (name, geo) in enumerate(zip(names, geos)):
@@ -152,7 +155,7 @@ def unwrap_photo(path: Path, out_root: Path, cfg: UnwrapConfig, *, layout: UVLay
             stage("write")
             with atomic_dir(Path(out_root) / name) as tmp:
                 write_face_folder(tmp, path, rgb, geo, un, layout, cfg, comp, timings,
-                                  {"face_index": k, "photo_faces": len(geos)})
+                                  {"face_index": k, "photo_faces": len(geos), "faces_in_photo": res.faces_in_photo})
                 timings["write"] = time.perf_counter() - tc
             res.faces.append(FaceOutput(folder=Path(out_root) / name, geometry=geo, unwrapped=un, timings=timings))
     except FaceRefinerError as e:
@@ -232,20 +235,23 @@ def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *
     try:
         layout = layout or load_layout(opts.uv_layout)
         stage = on_stage or (lambda s: None)
-        rgb, mask, geos, (t0, _, t2) = _load_and_detect(path, opts, detector, stage)
+        rgb, mask, geos, res.faces_in_photo, (t0, _, t2) = _load_and_detect(path, opts, detector, stage)
         content = load_content(opts.content) if opts.content else None
         t_load = t2 - t0
         names = face_folder_names(Path(path).stem, len(geos), opts.all_faces)
         for k, (name, geo) in enumerate(zip(names, geos)):
             stage("refine")
-            r = refine(rgb, geo, config=config, content=content, mask=mask, extractor=extractor, layout=layout,
-                       device=opts.device, on_step=on_step)
+            try:
+                r = refine(rgb, geo, config=config, content=content, mask=mask, extractor=extractor, layout=layout,
+                           device=opts.device, on_step=on_step)
+            except NothingVisibleError as e:  # name the file that hid everything
+                raise NothingVisibleError(f"{opts.mask or path}: {e}") from None
             stage("write")
             ta = time.perf_counter()
             comp = render_over_photo(rgb, r.texture, geo, layout)
             sheet = contact_sheet(rgb, r.sampled, r.initial, r.texture, comp, geo, layout)
             timings = {"load_and_detect": t_load, **r.timings, "views": time.perf_counter() - ta}
-            extra = {"face_index": k, "photo_faces": len(geos),
+            extra = {"face_index": k, "photo_faces": len(geos), "faces_in_photo": res.faces_in_photo,
                      "refine": {"config": config_dict(config), "features": r.features, "device": r.device,
                                 "loss_history": r.history,
                                 "content": str(opts.content) if opts.content else "facerefiner.complete"}}
@@ -274,7 +280,13 @@ def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
-    """Photos from paths, folders (their image files, sorted) and glob patterns."""
+    """Photos from paths, folders (their image files, sorted) and glob patterns.
+
+    Raises:
+        InputError: a path that does not exist, or a glob pattern that matches no file: a usage
+            error, reported before anything is written (a typo must not become a "failed" photo
+            in a summary). A folder without photos gives no photos, and no error.
+    """
     import glob
 
     from .io import IMAGE_SUFFIXES
@@ -284,8 +296,13 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
         p = Path(s)
         if p.is_dir():
             out += sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
-        elif not p.exists() and any(c in str(s) for c in "*?["):
-            out += sorted(Path(q) for q in glob.glob(str(s)) if Path(q).is_file())
-        else:
+        elif p.exists():
             out.append(p)
+        elif any(c in str(s) for c in "*?["):
+            found = sorted(Path(q) for q in glob.glob(str(s)) if Path(q).is_file())
+            if not found:
+                raise InputError(f"{s}: no file matches this pattern")
+            out += found
+        else:
+            raise InputError(f"{s}: no such file or folder")
     return out

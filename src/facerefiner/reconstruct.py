@@ -16,10 +16,14 @@ the full-resolution photo so that small faces in big photos keep their precision
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
+import tempfile
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -142,6 +146,38 @@ def geometry_from_landmarks(landmarks: np.ndarray, image_size: tuple[int, int],
                         yaw=yaw, pitch=pitch, roll=roll, scale=float(s))
 
 
+@contextlib.contextmanager
+def native_logs_quiet() -> Iterator[None]:
+    """Keep what MediaPipe's C++ side writes to the process's stderr (TensorFlow Lite's "Created
+    TensorFlow Lite XNNPACK delegate", absl's ``W0000 ... inference_feedback_manager`` lines) out of
+    the console, unless this package logs at INFO or finer (``facerefiner -v``).
+
+    Those lines are written straight to file descriptor 2 by native threads, past Python's
+    ``sys.stderr`` and ``logging``, when a graph is built and on its first run. File descriptor 2
+    is pointed at a temporary file for the duration and restored after; what was caught is passed
+    on to this module's logger at DEBUG level. Not for concurrent use from several threads (the
+    detector's calls are serialised by its lock)."""
+    if log.isEnabledFor(logging.INFO):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real fd 2 (embedded interpreters)
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            for line in sink.read().decode("utf-8", "replace").splitlines():
+                log.debug("mediapipe: %s", line)
+
+
 class FaceMeshDetector:
     """MediaPipe's face mesh, loaded once and reused (it is not thread-safe; calls are serialised).
 
@@ -155,13 +191,15 @@ class FaceMeshDetector:
         self.min_confidence = min_confidence
         self._multi = None
         self._single = None
+        self._ran: set[int] = set()  # graphs that have run once (their first run logs natively)
         self._lock = threading.Lock()
 
     def _mesh(self, n: int):
-        import mediapipe as mp  # heavy import, deferred
+        with native_logs_quiet():
+            import mediapipe as mp  # heavy import, deferred
 
-        return mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=n, refine_landmarks=True,
-                                               min_detection_confidence=self.min_confidence)
+            return mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=n, refine_landmarks=True,
+                                                   min_detection_confidence=self.min_confidence)
 
     def _run(self, rgb: np.ndarray, single: bool) -> list[np.ndarray]:
         """Landmarks (478, 3) in pixels of ``rgb`` for each face found."""
@@ -174,7 +212,12 @@ class FaceMeshDetector:
                 self._multi = self._mesh(self.max_faces)
             mesh = self._multi
         h, w = rgb.shape[:2]
-        res = mesh.process(np.ascontiguousarray(rgb))
+        if id(mesh) in self._ran:
+            res = mesh.process(np.ascontiguousarray(rgb))
+        else:
+            with native_logs_quiet():
+                res = mesh.process(np.ascontiguousarray(rgb))
+            self._ran.add(id(mesh))
         out = []
         for face in res.multi_face_landmarks or []:
             a = np.array([(p.x * w, p.y * h, p.z * w) for p in face.landmark], dtype=np.float64)
@@ -235,6 +278,7 @@ class FaceMeshDetector:
             if m is not None:
                 m.close()
         self._multi = self._single = None
+        self._ran.clear()
 
 
 _DEFAULT: FaceMeshDetector | None = None

@@ -69,8 +69,11 @@ def run_photos(photos: Sequence[Path], work: Callable[..., PhotoResult], *, out:
         def on_record(r: PhotoRecord) -> None:
             p = escape(str(r.photo))
             if r.status == DONE:
+                found = r.result.faces_in_photo if r.result is not None else 0
+                more = (f": [yellow]{len(r.folders)} of {found} faces[/yellow] (use --all-faces for every face)"
+                        if found > len(r.folders) else "")
                 for f in r.folders:
-                    err.print(f"[green]ok[/green] {p} -> {escape(str(Path(out) / f))}", highlight=False)
+                    err.print(f"[green]ok[/green] {p} -> {escape(str(Path(out) / f))}{more}", highlight=False)
             elif r.status == SKIPPED:
                 err.print(f"[cyan]skipped[/cyan] {p}: {escape(', '.join(r.folders))} already done "
                           "(--overwrite redoes it)", highlight=False)

@@ -40,13 +40,15 @@ def refine_cmd(
 ) -> None:
     """Refine: a complete, high-fidelity UV texture from one photo (FaceRefiner).
 
-    Photos already done in OUT are skipped (--overwrite redoes them); OUT/summary.json,
-    OUT/summary.csv and OUT/index.html are written at the end of every run."""
+    Photos already done in OUT are skipped (--overwrite redoes them); OUT/summary.json, OUT/summary.csv and OUT/index.html are written at the end of every run.
+
+    Every setting, photo path and the memory the run needs are checked before anything is written: a usage error exits 1 and leaves no OUT."""
     from ..errors import FaceRefinerError
     from ..features import get_extractor
-    from ..io import ensure_writable_dir
+    from ..io import check_writable_dir, ensure_writable_dir
     from ..layout import load_layout
     from ..refine import PRESETS, preset as make_preset, resolve_device
+    from ..resources import check_memory, refine_memory_mb, refine_sizes
 
     if preset not in PRESETS:
         usage_error(f"--preset must be one of {_PRESETS}, got {preset!r}")
@@ -62,9 +64,12 @@ def refine_cmd(
             usage_error(f"--steps must be comma-separated integers such as 60,20, got {steps!r}")
     if passes is not None and passes < 1:
         usage_error(f"--passes must be at least 1, got {passes}")
-    files = expand_inputs(photos)
+    try:
+        files = expand_inputs(photos)
+    except FaceRefinerError as e:
+        usage_error(str(e))
     if not files:
-        usage_error("no photos given (no file matched " + ", ".join(photos) + ")")
+        usage_error("no photos given (no photo in " + ", ".join(photos) + ")")
     try:
         cfg = make_preset(preset, size=size, seed=seed, content_weight=content_weight, style_weight=style_weight,
                           render_weight=render_weight, features=features, steps=steps_t, passes=passes)
@@ -75,14 +80,18 @@ def refine_cmd(
     opts = RefineOptions(size=cfg.size, all_faces=all_faces, min_face=min_face, uv_layout=uv_layout, mask=mask,
                          content=content, device=device, export_size=export_size)
     try:
-        ensure_writable_dir(out)
+        check_writable_dir(out)
         layout = load_layout(uv_layout)
         if mask is not None and not mask.exists():
             usage_error(f"{mask}: no such file (--mask)")
         if content is not None:
             load_content(content)
         dev = resolve_device(device)
+        if dev.type == "cpu":
+            check_memory(refine_memory_mb(cfg, export_size=export_size), "--size", cfg.size,
+                         sizes=refine_sizes(cfg))
         extractor = get_extractor(cfg.features, weights=vgg_weights, weights_format=vgg_format, device=dev)
+        ensure_writable_dir(out)
     except FaceRefinerError as e:
         usage_error(str(e))
     if extractor[1].get("notice"):

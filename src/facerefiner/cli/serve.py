@@ -27,10 +27,10 @@ def serve_cmd(
 ) -> None:
     """Serve: a local web app: drop a photo, get the refined texture, a 3D view and a zip.
 
-    One photo is refined at a time (others wait in the queue); each run works in its own temporary
-    folder, deleted when the tab closes, after an hour, and when the server stops (Ctrl-C)."""
-    from ..app import gradio_missing
+    One photo is refined at a time (others wait in the queue); each run works in its own temporary folder, deleted when the tab closes, after an hour, and when the server stops (Ctrl-C)."""
+    from ..app import gradio_missing, use_private_gradio_temp
 
+    use_private_gradio_temp()  # before Gradio is imported: it reads GRADIO_TEMP_DIR then too
     missing = gradio_missing()
     if missing:
         err.print(f"[red]error:[/red] {escape(missing)}", highlight=False)
@@ -46,7 +46,7 @@ def serve_cmd(
     if vgg_weights is not None and not vgg_weights.exists():
         usage_error(f"{vgg_weights}: no such file (--vgg-weights)")
 
-    from ..app import build_app, launch
+    from ..app import build_app, launch, shutdown
     from ..errors import FaceRefinerError
 
     try:
@@ -72,4 +72,4 @@ def serve_cmd(
     try:
         demo.block_thread()
     finally:
-        demo.face_app.runs.cleanup()
+        shutdown(demo)  # the run folders and Gradio's temporary folder go with the server

@@ -27,23 +27,30 @@ def unwrap_cmd(
 ) -> None:
     """Reconstruct the face mesh and camera, unwrap the photo into UV space and render it back.
 
-    Photos already done in OUT are skipped (--overwrite redoes them); OUT/summary.json,
-    OUT/summary.csv and OUT/index.html are written at the end of every run."""
+    Photos already done in OUT are skipped (--overwrite redoes them); OUT/summary.json, OUT/summary.csv and OUT/index.html are written at the end of every run.
+
+    Every setting, photo path and the memory the run needs are checked before anything is written: a usage error exits 1 and leaves no OUT."""
     from ..errors import FaceRefinerError
-    from ..io import ensure_writable_dir
+    from ..io import check_writable_dir, ensure_writable_dir
     from ..layout import load_layout
+    from ..resources import check_memory, unwrap_memory_mb, unwrap_sizes
 
     if not 16 <= size <= 8192:
         usage_error(f"--size must be between 16 and 8192, got {size}")
-    files = expand_inputs(photos)
+    try:
+        files = expand_inputs(photos)
+    except FaceRefinerError as e:
+        usage_error(str(e))
     if not files:
-        usage_error("no photos given (no file matched " + ", ".join(photos) + ")")
+        usage_error("no photos given (no photo in " + ", ".join(photos) + ")")
     cfg = UnwrapConfig(size=size, all_faces=all_faces, min_face=min_face, uv_layout=uv_layout, mask=mask)
     try:
-        ensure_writable_dir(out)
+        check_writable_dir(out)
         layout = load_layout(uv_layout)
         if mask is not None and not mask.exists():
             usage_error(f"{mask}: no such file (--mask)")
+        check_memory(unwrap_memory_mb(size), "--size", size, sizes=unwrap_sizes())
+        ensure_writable_dir(out)
     except FaceRefinerError as e:
         usage_error(str(e))
     result = run_photos(files, lambda p, stage: unwrap_photo(p, out, cfg, layout=layout, on_stage=stage),
