@@ -153,6 +153,75 @@ def test_bench_completion_and_paper_subset(tmp_path):
     assert code == 0 and "1 computed, 0 reused" in err, err
 
 
+def test_bench_completion_probes(tmp_path):
+    """--probes: one masked run per kind, per-kind columns and files; a pair made with more probes
+    serves a run with fewer; the probe sheet shows them."""
+    ph = photos()
+    out = tmp_path / "out"
+    code, err = run_bench(ph[1], "-o", out, "--methods", "initial,strotss", "--completion", "--probes",
+                          "hand,cheek", "--no-identity", *TINY)
+    assert code == 0, err
+    res = json.loads((out / "results.json").read_text())
+    assert res["settings"]["probes"] == ["cheek", "hand"]  # one order, whatever the command's
+    for m in ("initial", "strotss"):
+        folder = out / "runs" / m / "deca_exp_1"
+        rep = json.loads((folder / "report.json").read_text())
+        assert rep["bench"]["settings"]["probes"] == ["cheek", "hand"]
+        c = rep["metrics"]["completion"]
+        assert sorted(c["probes"]) == ["cheek", "hand"]
+        assert c["psnr"] == c["probes"]["cheek"]["psnr"] and c["kind"] == "cheek"  # the block as before
+        for kind in ("cheek", "hand"):
+            pc = c["probes"][kind]
+            assert pc["kind"] == kind and pc["texels"] > 0 and 10 < pc["psnr"] < 60 and pc["detail"] >= 0, pc
+            assert pc["identity"] == {"skipped": "disabled (--no-identity)"}
+            assert (folder / f"mask_{kind}.png").is_file()
+            with Image.open(folder / f"mask_{kind}.png") as im:
+                assert im.size == tuple(rep["image_size"])
+        assert (folder / "texture_masked.png").is_file() and (folder / "texture_masked_hand.png").is_file()
+        v = next(r for r in res["runs"] if r["method"] == m)["values"]
+        assert v["fill_detail"] == c["probes"]["cheek"]["detail"] and v["hand:psnr"] == c["probes"]["hand"]["psnr"]
+    assert {"hand:psnr", "hand:detail", "hand:id+30", "cheek:ssim"} <= set(res["metric_columns"])
+    assert res["summary"]["initial"]["hand:detail"]["n"] == 1
+    md = (out / "results.md").read_text()
+    assert "## Completion probes" in md and "### Probe: hand" in md and "### Probe: cheek" in md
+    assert "fill detail" in md and "| deca_exp_1 | strotss |" in md
+    # fewer probes: reused; another probe: redone
+    code, err = run_bench(ph[1], "-o", out, "--methods", "initial", "--completion", "--probes", "hand",
+                          "--no-identity", *TINY)
+    assert code == 0 and "0 computed, 1 reused" in err, err
+    code, err = run_bench(ph[1], "-o", out, "--methods", "initial", "--completion", "--probes", "fringe",
+                          "--no-identity", *TINY)
+    assert code == 0 and "1 computed, 0 reused" in err, err
+    assert (out / "runs" / "initial" / "deca_exp_1" / "mask_fringe.png").is_file()
+    # the sheet: one row per photo and probe of results.json (fringe now), columns photo, methods, truth
+    img = bench.probe_sheet(out, tile=64)
+    assert img.width == 3 * (64 + 6) + 6 and img.height > 64
+    from facerefiner.errors import InputError
+
+    with pytest.raises(InputError, match="no probe"):
+        bench.probe_sheet(out, kinds=["sunglasses"])
+
+
+def test_probe_sheet_script(tmp_path):
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("probe_sheet", REPO / "benchmarks" / "probe_sheet.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    buf = io.StringIO()
+    with contextlib.redirect_stderr(buf):
+        assert mod.main([str(tmp_path), "-o", str(tmp_path / "s.png")]) == 1
+    assert buf.getvalue().startswith("error:") and "results.json" in buf.getvalue()
+    assert len(buf.getvalue().strip().splitlines()) == 1
+
+
+def test_bench_unknown_probe_is_a_usage_error(tmp_path):
+    code, err = run_bench(tmp_path / "p.jpg", "-o", tmp_path / "out", "--completion", "--probes", "cheek,scarf")
+    assert code == 1 and "--probes" in err and "'scarf'" in err and "sunglasses" in err
+
+
 def test_bench_unknown_method_is_a_usage_error(tmp_path):
     photo = tmp_path / "p.jpg"
     photo.write_bytes(b"")
@@ -178,6 +247,14 @@ def test_wins_and_comparison_rules():
     assert w["id"] == {"a": 1, "b": 1, "ties": 0, "n": 2}     # lower is better; p3 lacks a's value
     assert w["seam"] == {"a": 1, "b": 1, "ties": 0, "n": 2}   # closest to 1 wins (1.1 beats 0.8)
     assert "rss_mb" not in w
+    # the detail ratio: closest to 1 wins, and a flat texture's 0 is the farthest from 1
+    detail = bench.probe_metrics("hand")[2]
+    assert detail.key == "hand:detail" and detail.better == "one"
+    assert bench.compare(detail, 0.0, 0.3) == -1 and bench.compare(detail, 0.3, 0.0) == 1
+    assert bench.compare(detail, 0.0, 0.0) == 0 and bench.compare(detail, 0.8, 1.3) == 1
+    cols = bench.metric_columns(["hand"])
+    w2 = bench.wins({"a": {"p": {"hand:detail": 0.9}}, "b": {"p": {"hand:detail": 0.5}}}, "a", "b", ["p"], cols)
+    assert w2["hand:detail"] == {"a": 1, "b": 0, "ties": 0, "n": 1} and w2["psnr"]["n"] == 0
     flat = bench.flat_metrics({"fidelity": {"psnr": float("inf"), "ssim": 0.9}, "identity": {"skipped": "x"},
                                "seam": {"local_ratio": 1.2}, "completion": {"skipped": "y"},
                                "cost": {"wall_s": 3.0, "peak_rss_mb": 400.0}})

@@ -263,3 +263,32 @@ def test_an_all_covering_mask_is_a_one_line_user_error(tmp_path, ffhq_photo):
     failed = [ln for ln in r.output.splitlines() if ln.startswith("failed")]
     assert len(failed) == 1 and str(mask) in failed[0] and "no texel of the face is visible" in failed[0], r.output
     assert "unexpected" not in r.output and "ValueError" not in r.output and "Traceback" not in r.output
+
+
+def test_refine_says_hidden_features_need_a_prior_and_uses_one(tmp_path, ffhq_photo):
+    """Both eyes under a sunglasses mask: without a prior the run says they were filled as skin; a
+    prior built with `facerefiner prior build` gives them structure, and leaves out the photo itself."""
+    from facerefiner.io import load_image
+    from facerefiner.metrics import probe_mask
+    from facerefiner.reconstruct import reconstruct
+
+    rgb = load_image(ffhq_photo)
+    mask = tmp_path / "sunglasses.png"
+    Image.fromarray(probe_mask(reconstruct(rgb), "sunglasses").astype(np.uint8) * 255).save(mask)
+    common = ["--preset", "quick", "--features", "patches", "--mask", mask]
+    r = run("refine", ffhq_photo, "-o", tmp_path / "plain", *common)
+    assert r.exit_code == 0, r.output
+    notes = [ln for ln in r.output.splitlines() if ln.startswith("notice:")]
+    assert len(notes) == 1 and "without a prior" in notes[0] and "--prior" in notes[0], r.output
+    syn = json.loads((tmp_path / "plain" / "ffhq_00128" / "report.json").read_text())["synthesis"]
+    assert syn["detail"] is True and syn["hidden_features"] > 0.1 and "prior" not in syn
+    others = [need(FACES / "deca_exp_1.jpg"), need(FACES / "deca_vox_id04657.jpg")]
+    r = run("prior", "build", *others, ffhq_photo, "-o", tmp_path / "prior.npz", "--size", 64)
+    assert r.exit_code == 0 and "3 faces" in r.output, r.output
+    r = run("refine", ffhq_photo, "-o", tmp_path / "with", *common, "--prior", tmp_path / "prior.npz")
+    assert r.exit_code == 0 and "notice:" not in r.output, r.output
+    syn = json.loads((tmp_path / "with" / "ffhq_00128" / "report.json").read_text())["synthesis"]
+    assert syn["prior"]["excluded"] == 1 and len(syn["prior"]["entries"]) == 2
+    assert "ffhq_00128.png" not in {e["source"] for e in syn["prior"]["entries"]}
+    r = run("refine", ffhq_photo, "-o", tmp_path / "bad", *common, "--prior", tmp_path / "sunglasses.png")
+    assert r.exit_code == 1 and "not a facerefiner prior" in r.output and not (tmp_path / "bad").exists()

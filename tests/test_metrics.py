@@ -89,6 +89,102 @@ def test_ssim_inside_a_mask_ignores_what_lies_outside():
 
 
 # --------------------------------------------------------------------------------------------
+# detail ratio
+
+
+def face_like_texture(S=512, seed=0) -> np.ndarray:
+    """(S, S, 3) float in [0.15, 0.85]: broad shading, blotches and texel-scale grain (pores)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    out = np.zeros((S, S, 3))
+    for sigma, amp in ((S / 16, 0.5), (S / 64, 0.3), (S / 512 * 1.5, 0.2)):
+        n = cv2.GaussianBlur(rng.standard_normal((S, S, 3)), (0, 0), sigma)
+        out += amp * n / (n.std() + 1e-12)
+    return 0.5 + 0.35 * out / np.abs(out).max()
+
+
+def centre_box(S, lo=0.2, hi=0.8) -> np.ndarray:
+    m = np.zeros((S, S), bool)
+    m[int(lo * S):int(hi * S), int(lo * S):int(hi * S)] = True
+    return m
+
+
+def test_detail_ratio_on_hand_made_textures():
+    """Flat = 0, the truth = exactly 1; noise gives a ratio above 1 but a clearly lower PSNR (the
+    noise-only case is flagged by PSNR), and a blur a ratio well below 1 while its PSNR stays high
+    (the blur is flagged by the detail ratio): a good completion needs both numbers."""
+    import cv2
+
+    S = 512
+    truth = face_like_texture(S)
+    hidden = centre_box(S)
+    assert M.detail_ratio(np.full_like(truth, 0.5), truth, hidden) == pytest.approx(0.0, abs=1e-12)
+    assert M.detail_ratio(truth, truth, hidden) == 1.0
+    t = torch.from_numpy(truth).permute(2, 0, 1).float()  # tensors (C, H, W) alike
+    assert M.detail_ratio(t, t, torch.from_numpy(hidden)) == 1.0
+    noisy = np.clip(truth + np.random.default_rng(1).normal(0, 0.08, truth.shape), 0, 1)
+    blurred = cv2.GaussianBlur(truth, (0, 0), 2.0)
+    d_noise, p_noise = M.detail_ratio(noisy, truth, hidden), M.psnr(truth, noisy, hidden)
+    d_blur, p_blur = M.detail_ratio(blurred, truth, hidden), M.psnr(truth, blurred, hidden)
+    assert d_noise > 1.4 and p_noise < 24, (d_noise, p_noise)
+    assert d_blur < 0.6 and p_blur > 32 and p_blur > p_noise + 6, (d_blur, p_blur)
+    # the truth's own detail at half the contrast: half the ratio
+    half = truth.mean((0, 1)) + 0.5 * (truth - truth.mean((0, 1)))
+    assert M.detail_ratio(half, truth, hidden) == pytest.approx(0.5, rel=1e-9)
+    # completion_score reports it
+    c = M.completion_score(torch.from_numpy(blurred).permute(2, 0, 1).float(), t, torch.from_numpy(hidden))
+    assert set(c) == {"psnr", "ssim", "detail", "texels"} and c["detail"] == pytest.approx(d_blur, rel=1e-3)
+
+
+def test_detail_ratio_counts_only_the_eroded_hidden_texels_and_the_valid_support():
+    S = 512
+    truth = face_like_texture(S)
+    hidden = centre_box(S, 0.3, 0.7)
+    other = truth.copy()
+    other[:100] = 0.0  # 54 texels and more from the hidden box: beyond the band-pass's reach
+    assert M.detail_ratio(other, truth, hidden) == M.detail_ratio(truth, truth, hidden) == 1.0
+    # a change in the hidden ring that the 3-texel erosion drops does count... through the DoG only
+    ring = truth.copy()
+    ring[int(0.3 * S):int(0.3 * S) + 2] += 0.2
+    assert M.detail_ratio(ring, truth, hidden) != 1.0
+    # black outside the valid texels (the truth outside V) does not leak into the band-pass
+    valid = centre_box(S, 0.25, 0.75)
+    ref = truth * valid[..., None]
+    assert M.detail_ratio(truth, ref, hidden, valid=valid) == pytest.approx(1.0, abs=1e-12)
+    assert M.detail_ratio(truth, ref, centre_box(S, 0.25, 0.75)) < 0.9  # without it, the edge does
+    # too small a region after the erosion, or a flat truth: nan
+    tiny = np.zeros((S, S), bool)
+    tiny[100:104, 100:104] = True
+    assert np.isnan(M.detail_ratio(truth, truth, tiny))
+    assert np.isnan(M.detail_ratio(truth, np.full_like(truth, 0.3), hidden))
+    with pytest.raises(ValueError, match="sigma"):
+        M.detail_ratio(truth, truth, hidden, sigma=(3, 1))
+
+
+def test_dog_of_a_sine_matches_the_analytic_value_and_scipy():
+    """A sine of 1/16 cycle per texel: each Gaussian scales it by exp(-2 pi^2 f^2 sigma^2), so the DoG's
+    std is A / sqrt 2 |g(1) - g(3)|; scipy's gaussian_filter is an independent implementation."""
+    from scipy.ndimage import gaussian_filter
+
+    S, f, A = 512, 1 / 16, 0.2
+    x = np.mgrid[0:S, 0:S][1].astype(np.float64)
+    lum = 0.5 + A * np.sin(2 * np.pi * f * x)
+    sel = centre_box(S)
+    g = [np.exp(-2 * np.pi ** 2 * f ** 2 * s ** 2) for s in (1.0, 3.0)]
+    analytic = A / np.sqrt(2) * (g[0] - g[1])
+    dog = M.dog_luma(np.repeat(lum[..., None], 3, 2), (1.0, 3.0))  # grey RGB: the luma is the image
+    assert dog[sel].std() == pytest.approx(analytic, rel=0.01)
+    ref = gaussian_filter(lum, 1.0, mode="reflect") - gaussian_filter(lum, 3.0, mode="reflect")
+    assert np.abs(dog - ref)[sel].max() < 1e-4
+    # the scales follow S: the same sine at half the resolution gives the same ratio to itself
+    # stretched (its frequency in texels doubles, the sigmas halve)
+    small = 0.5 + A * np.sin(2 * np.pi * 2 * f * x[:256, :256])
+    half = 0.5 + 0.5 * A * np.sin(2 * np.pi * 2 * f * x[:256, :256])
+    assert M.detail_ratio(half, small, centre_box(256)) == pytest.approx(0.5, rel=1e-9)
+
+
+# --------------------------------------------------------------------------------------------
 # seam
 
 
@@ -174,6 +270,67 @@ def test_cheek_mask_lies_on_the_cheek_facing_the_camera(ffhq_geo):
     assert sides[35.0] != sides[-35.0]
 
 
+def test_probe_masks_of_a_real_photo(ffhq_geo):
+    """Each kind of probe mask on a real photo: on the face, covering what it is named after."""
+    rgb, geo = ffhq_geo
+    lm = geo.landmarks
+    x0, y0, x1, y1 = geo.box
+    h, w = rgb.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    in_box = (xx >= x0) & (xx <= x1) & (yy >= y0) & (yy <= y1)
+
+    def covers(m, i):
+        x, y = lm[i, :2]
+        return bool(m[int(y), int(x)])
+
+    masks = {}
+    for kind in M.PROBE_KINDS:
+        m, side = M._probe(geo, kind)
+        assert m.shape == (h, w) and m.dtype == bool and m.any(), kind
+        assert np.array_equal(M.probe_mask(geo, kind), m)
+        assert (m & in_box).sum() >= 0.95 * m.sum(), kind
+        assert m.sum() < 0.4 * in_box.sum(), kind
+        masks[kind] = (m, side)
+    brows = (70, 63, 105, 66, 107, 336, 296, 334, 293, 300)
+    eyes = (468, 473, 33, 133, 362, 263)  # iris centres, eye corners
+    m, side = masks["fringe"]
+    assert all(covers(m, i) for i in brows)
+    assert [covers(m, i) for i in (468, 473)] == ([True, False] if side == "right" else [False, True])
+    m, _ = masks["sunglasses"]
+    assert all(covers(m, i) for i in (468, 473, 33, 133, 362, 263, 159, 145, 386, 374))
+    m, _ = masks["hand"]
+    assert all(covers(m, i) for i in (61, 291, 0, 17, 152))
+    m, _ = masks["cheeks"]
+    assert all(covers(m, i) for i in (50, 280, 205, 425)) and not any(covers(m, i) for i in eyes)
+    assert np.array_equal(masks["cheek"][0], M.cheek_mask(geo)[0])
+    # the other side, fixed
+    m = M.probe_mask(geo, "fringe", side="left" if masks["fringe"][1] == "right" else "right")
+    assert covers(m, 468) != covers(masks["fringe"][0], 468) and all(covers(m, i) for i in brows)
+    # drawn from the 468 mesh landmarks only: the same without the iris points (a folder's geometry)
+    g468 = dataclasses.replace(geo, landmarks=geo.landmarks[:468])
+    for kind in M.PROBE_KINDS:
+        assert np.array_equal(M.probe_mask(g468, kind), masks[kind][0]), kind
+    with pytest.raises(ValueError, match="probe kind"):
+        M.probe_mask(geo, "scarf")
+    with pytest.raises(ValueError, match="side"):
+        M.probe_mask(geo, "fringe", side="up")
+
+
+def test_completion_probe_of_every_kind(ffhq_geo):
+    rgb, geo = ffhq_geo
+    for kind in M.PROBE_KINDS:
+        p = M.completion_probe(rgb, geo, 128, kind=kind)
+        assert p.kind == kind and np.array_equal(p.mask, M.probe_mask(geo, kind))
+        assert int(p.hidden.sum()) > 100, kind
+        assert not bool((p.hidden & ~p.visibility).any())
+        same = M.completion_score(p.reference, p.reference, p.hidden, p.visibility)
+        assert same["detail"] == 1.0 and same["psnr"] == float("inf")
+        grey = M.completion_score(torch.full_like(p.reference, 0.5), p.reference, p.hidden, p.visibility)
+        assert grey["detail"] == pytest.approx(0.0, abs=1e-9)
+    given = M.completion_probe(rgb, geo, 64, mask=M.probe_mask(geo, "hand"))
+    assert given.kind == "given" and given.side == "given"
+
+
 def test_completion_probe_hides_visible_cheek_texels(ffhq_geo):
     rgb, geo = ffhq_geo
     p = M.completion_probe(rgb, geo, 128)
@@ -244,14 +401,17 @@ def test_evaluate_folder_writes_metrics_into_report_json(unwrap_folder, tmp_path
     assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []  # no temp files
 
 
-def test_evaluate_folder_on_a_completed_texture_made_with_a_cheek_mask(tmp_path, ffhq_geo, detector):
-    """An unwrap with the cheek mask, its texture completed by facerefiner.complete: every metric."""
+@pytest.mark.parametrize("kind", ["cheek", "sunglasses"])
+def test_evaluate_folder_on_a_completed_texture_made_with_a_probe_mask(tmp_path, ffhq_geo, detector, kind):
+    """An unwrap with a probe mask, its texture completed by facerefiner.complete: every metric.
+    I_C copies the mirror's gradients where the mirror is visible (one cheek: about the photo's
+    own detail) and is a smooth harmonic fill where it is not (sunglasses hide both eyes: flat)."""
     from facerefiner.complete import complete
     from facerefiner.io import save_png
     from facerefiner.pipeline import UnwrapConfig, texture_to_uint8, unwrap_photo
 
     _, geo = ffhq_geo
-    mask, _ = M.cheek_mask(geo)
+    mask = M.probe_mask(geo, kind)
     save_png(tmp_path / "mask.png", mask.astype(np.uint8) * 255)
     r = unwrap_photo(need(FACES / "ffhq_00128.png"), tmp_path / "out",
                      UnwrapConfig(size=128, mask=tmp_path / "mask.png"), detector=detector)
@@ -262,7 +422,9 @@ def test_evaluate_folder_on_a_completed_texture_made_with_a_cheek_mask(tmp_path,
     assert m["texture_complete"] is True
     assert m["identity"] == {"skipped": "disabled (--no-identity)"}
     c = m["completion"]
-    assert c["texels"] > 100 and 10 < c["psnr"] < 60 and 0 < c["ssim"] < 1
+    assert c["texels"] > 100 and 10 < c["psnr"] < 60 and 0 < c["ssim"] < 1, c
+    assert 0.5 < c["detail"] < 1.5 if kind == "cheek" else 0 <= c["detail"] < 0.2, c
+    assert c["mask"].endswith("mask.png")
     assert 0.3 < m["seam"]["local_ratio"] < 3 and m["seam"]["boundary_texels"] > 0
     assert strict_json(face.folder / "report.json")["metrics"]["completion"]["texels"] == c["texels"]
 
@@ -313,7 +475,7 @@ def test_cli_eval_on_an_output_root(unwrap_folder, tmp_path):
     (root / "b").mkdir()  # not a face folder: ignored inside a root
     r = run("eval", root, "--no-identity")
     assert r.exit_code == 0, r.output
-    assert f"ok {root / 'a'}/report.json" in r.output and "PSNR" in r.output
+    assert f"ok {root / 'a'}/report.json" in r.output and "PSNR" in r.output and "fill detail" in r.output
     m = strict_json(root / "a" / "report.json")["metrics"]
     assert m["identity"] == {"skipped": "disabled (--no-identity)"} and m["fidelity"]["psnr"] > 30
 

@@ -4,7 +4,7 @@ Usage::
 
     python -m facerefiner.bench PHOTOS... -o OUT [--methods a,b,...] [--preset default] [--size N]
         [--steps A,B] [--passes N] [--seed N] [--set FIELD=VALUE ...] [--features vgg16|patches] [--vgg-weights PATH]
-        [--limit N] [--paper-subset N] [--completion] [--no-identity] [--overwrite] [-v]
+        [--limit N] [--paper-subset N] [--completion [--probes KINDS]] [--no-identity] [--overwrite] [-v]
 
 PHOTOS are files, folders (their image files, sorted) or glob patterns. Every photo is loaded,
 reconstructed (MediaPipe, the largest face) and unwrapped once at the texture size S; every method
@@ -33,10 +33,16 @@ Methods (``--methods``, comma-separated; default all of them):
 Metrics (per photo and method; :mod:`facerefiner.metrics`): visible fidelity (PSNR, SSIM of the
 render at the input camera inside V), identity (dlib distance at the input pose and turned to
 +-30 degrees; skipped without the ``eval`` extra or with ``--no-identity``), seam (``local_ratio``,
-1 = no seam), completion and cost. Completion needs a second run of every method on the photo
-with one cheek hidden (:func:`facerefiner.metrics.cheek_mask` as ``mask=``), which doubles the
-cost, so it is computed only with ``--completion`` (recorded as skipped otherwise); the second run
-is not counted in the method's time. Cost: ``wall_s`` is the method's time per face end to end
+1 = no seam), completion and cost. Completion needs one more run of every method on the photo
+per probe, with part of the face hidden (:func:`facerefiner.metrics.probe_mask` as ``mask=``),
+which multiplies the cost, so it is computed only with ``--completion`` (recorded as skipped
+otherwise); ``--probes`` names the probes (comma-separated from
+:data:`facerefiner.metrics.PROBE_KINDS`, or ``all``; default ``cheek``, the cheek facing the
+camera). Each probe's run is scored on the texels its mask hid against the unmasked unwrap: PSNR,
+SSIM, the detail ratio (:func:`facerefiner.metrics.detail_ratio`, 1 = the photo's fine detail, 0 =
+flat) and the identity of its render at the input pose and turned to +-30 degrees. The "fill"
+columns are the cheek probe's (today's measure); each probe has its own table. The probe runs are
+not counted in the method's time. Cost: ``wall_s`` is the method's time per face end to end
 (load, reconstruct, unwrap, completion, blur, optimisation; not the metrics, views or writing);
 ``peak_rss_mb`` is the peak resident memory while the method ran (the kernel's high-water mark,
 reset before the run through ``/proc/self/clear_refs``; where that is not possible, the process's
@@ -51,7 +57,9 @@ Output::
     OUT/runs/<method>/<photo stem>/   texture.png, views.png, report.json (with "metrics" and
                                       "bench"), mesh.obj, camera.json, visibility.png
                                       (`facerefiner eval` reads it too; no render.png: it is a
-                                      tile of views.png), texture_masked.png with --completion
+                                      tile of views.png); with --completion per probe KIND
+                                      mask_KIND.png (the photo mask, usable as --mask) and
+                                      texture_masked_KIND.png (texture_masked.png for the cheek)
     OUT/results.json                  every metric per photo and method, settings, machine
     OUT/results.md                    medians, per-photo tables, wins of the compared pairs
     OUT/grid.png                      photos x methods: I_X and the head turned -45/+45 degrees
@@ -59,7 +67,9 @@ Output::
 
 Each (photo, method) folder is written atomically, and a finished one is not recomputed when the
 command is run again with the same settings (a pair made with other settings is redone, but one
-made with ``--completion`` also serves a run without it; ``--overwrite`` redoes everything). Exit
+made with ``--completion`` also serves a run without it, and one made with more ``--probes`` a run
+with fewer; ``--overwrite`` redoes everything). ``benchmarks/probe_sheet.py OUT`` puts each probe's
+hidden region side by side: the mask over the photo, I_C, each method, the truth. Exit
 status: 0 all done, 2 some photos or pairs failed (each listed on one line; the batch continues),
 1 usage error.
 """
@@ -87,7 +97,7 @@ from .io import atomic_write_bytes as _atomic_write
 log = logging.getLogger(__name__)
 
 __all__ = ["METHODS", "Method", "METRICS", "COMPARISONS", "BenchSettings", "blur_texture", "flat_metrics",
-           "wins", "run_bench", "main"]
+           "probe_metrics", "metric_columns", "wins", "run_bench", "probe_sheet", "main"]
 
 #: Version of results.json and of the "bench" block of each report.json.
 BENCH_VERSION = 1
@@ -110,10 +120,11 @@ class Method:
     """One benchmarked method.
 
     Attributes:
-        kind: ``sampled``, ``initial``, ``blurred`` (no optimisation) or ``optimise``.
+        kind: ``sampled``, ``initial``, ``synth``, ``blurred`` (no optimisation) or ``optimise``.
         features: the extractor of an ``optimise`` method (None: ``--features``).
         render: the rendering term on.
-        content: the content texture of an ``optimise`` method: ``initial`` or ``blurred``.
+        content: the content texture of an ``optimise`` method: ``initial`` (synthesised when the
+            config's ``detail`` is on, as ``refine`` does) or ``blurred``.
         keep_visible: override of the preset's ``keep_visible`` (None: the preset's).
         keep_shading: False turns the preset's ``keep_shading`` off (the paper's setting).
         preset: a fixed preset (``paper``) instead of ``--preset``.
@@ -136,7 +147,9 @@ class Method:
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("sampled", "sampled", "I_S alone, holes black"),
-    Method("initial", "initial", "the project's I_C (Poisson completion), no optimisation"),
+    Method("initial", "initial", "the project's smooth I_C (Poisson completion), no optimisation"),
+    Method("synthesis", "synth", "I_C with the hidden region synthesised (the person's own skin detail; a "
+                                 "prior's structure with --prior), no optimisation"),
     Method("strotss", "optimise", "style + content, no rendering term, keep_visible and keep_shading off",
            render=False, keep_visible=False, keep_shading=False),
     Method("facerefiner-vgg16", "optimise", "the full method, --preset, VGG16 features", features="vgg16"),
@@ -154,7 +167,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 def comparisons(strotss_features: str = "vgg16") -> list[tuple[str, str, str]]:
     """The pairs (A, B, what it tells) of the "wins" table: on how many photos A beats B."""
     return [
-        ("facerefiner-vgg16", "initial", "refinement vs its starting point I_C"),
+        ("facerefiner-vgg16", "initial", "refinement vs the smooth I_C"),
+        ("synthesis", "initial", "the synthesised hidden region vs the smooth fill"),
+        ("facerefiner-vgg16", "synthesis", "refinement vs its synthesised starting point"),
         (f"facerefiner-{strotss_features}", "strotss", "the full method vs style + content alone (no rendering "
                                                          "term, no keep_visible or keep_shading), same features"),
         ("facerefiner-vgg16", "paper", "the everyday preset vs the authors' literal schedule"),
@@ -199,10 +214,27 @@ METRICS: tuple[Metric, ...] = (
     Metric("seam", "seam", ".3f", "one", 0.01),
     Metric("fill_psnr", "fill PSNR", ".2f", "high", 0.05),
     Metric("fill_ssim", "fill SSIM", ".4f", "high", 5e-4),
+    Metric("fill_detail", "fill detail", ".3f", "one", 0.02),
     Metric("time_s", "time s", ".2f", "low", 0.05, rel=0.05),
     Metric("rss_mb", "RSS MB", ".0f", "low", 1.0, in_wins=False),
 )
 _METRIC = {m.key: m for m in METRICS}
+
+
+def probe_metrics(kind: str) -> tuple[Metric, ...]:
+    """The columns of one completion probe (keys ``"<kind>:psnr"`` ...): PSNR, SSIM and detail
+    ratio on its hidden texels, identity of its masked run at the input pose and turned +-30."""
+    return (Metric(f"{kind}:psnr", "PSNR dB", ".2f", "high", 0.05),
+            Metric(f"{kind}:ssim", "SSIM", ".4f", "high", 5e-4),
+            Metric(f"{kind}:detail", "detail", ".3f", "one", 0.02),
+            Metric(f"{kind}:id", "ID", ".3f", "low", 0.005),
+            Metric(f"{kind}:id+30", "ID +30", ".3f", "low", 0.005),
+            Metric(f"{kind}:id-30", "ID -30", ".3f", "low", 0.005))
+
+
+def metric_columns(probes: Iterable[str] = ()) -> tuple[Metric, ...]:
+    """:data:`METRICS` and the columns of each probe of ``probes`` (:func:`probe_metrics`)."""
+    return METRICS + tuple(m for k in probes for m in probe_metrics(k))
 
 
 def _finite(x: Any) -> float | None:
@@ -211,26 +243,44 @@ def _finite(x: Any) -> float | None:
     return float(x) if math.isfinite(float(x)) else None
 
 
-def flat_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
-    """A report's ``"metrics"`` block -> ``{metric key: value or None}`` (see :data:`METRICS`)."""
-    def sub(k: str) -> dict:
-        v = metrics.get(k)
-        return v if isinstance(v, dict) else {}
+def _sub(d: Any, k: str) -> dict:
+    v = d.get(k) if isinstance(d, dict) else None
+    return v if isinstance(v, dict) else {}
 
-    fid, idn, seam, comp, cost = sub("fidelity"), sub("identity"), sub("seam"), sub("completion"), sub("cost")
-    turned = idn.get("turned") if isinstance(idn.get("turned"), dict) else {}
-    return {"psnr": _finite(fid.get("psnr")), "ssim": _finite(fid.get("ssim")), "id": _finite(idn.get("render")),
-            "id+30": _finite(turned.get("+30")), "id-30": _finite(turned.get("-30")),
-            "seam": _finite(seam.get("local_ratio")), "fill_psnr": _finite(comp.get("psnr")),
-            "fill_ssim": _finite(comp.get("ssim")), "time_s": _finite(cost.get("wall_s")),
-            "rss_mb": _finite(cost.get("peak_rss_mb"))}
+
+def flat_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """A report's ``"metrics"`` block -> ``{metric key: value or None}`` (see :func:`metric_columns`).
+
+    The ``fill_*`` values are the cheek probe's (``completion["probes"]["cheek"]``; the
+    ``completion`` block itself in a pair made before the probes); each probe in
+    ``completion["probes"]`` adds its :func:`probe_metrics` keys.
+    """
+    fid, idn, seam = _sub(metrics, "fidelity"), _sub(metrics, "identity"), _sub(metrics, "seam")
+    comp, cost = _sub(metrics, "completion"), _sub(metrics, "cost")
+    turned = _sub(idn, "turned")
+    probes = _sub(comp, "probes")
+    cheek = _sub(probes, "cheek") if probes else comp
+    out = {"psnr": _finite(fid.get("psnr")), "ssim": _finite(fid.get("ssim")), "id": _finite(idn.get("render")),
+           "id+30": _finite(turned.get("+30")), "id-30": _finite(turned.get("-30")),
+           "seam": _finite(seam.get("local_ratio")), "fill_psnr": _finite(cheek.get("psnr")),
+           "fill_ssim": _finite(cheek.get("ssim")), "fill_detail": _finite(cheek.get("detail")),
+           "time_s": _finite(cost.get("wall_s")), "rss_mb": _finite(cost.get("peak_rss_mb"))}
+    for kind, c in probes.items():
+        c = c if isinstance(c, dict) else {}
+        pid = _sub(c, "identity")
+        pturn = _sub(pid, "turned")
+        out.update({f"{kind}:psnr": _finite(c.get("psnr")), f"{kind}:ssim": _finite(c.get("ssim")),
+                    f"{kind}:detail": _finite(c.get("detail")), f"{kind}:id": _finite(pid.get("render")),
+                    f"{kind}:id+30": _finite(pturn.get("+30")), f"{kind}:id-30": _finite(pturn.get("-30"))})
+    return out
 
 
 def compare(metric: Metric, a: float, b: float) -> int:
-    """+1 when ``a`` is better than ``b``, -1 when worse, 0 within the metric's tolerance."""
+    """+1 when ``a`` is better than ``b``, -1 when worse, 0 within the metric's tolerance (for
+    ``better="one"`` a value <= 0, e.g. the detail ratio of a flat texture, is the farthest from 1)."""
     if metric.better == "one":
         if a <= 0 or b <= 0:
-            return 0
+            return 0 if (a <= 0) == (b <= 0) else (1 if b <= 0 else -1)
         a, b = -abs(math.log(a)), -abs(math.log(b))
     elif metric.better == "low":
         a, b = -a, -b
@@ -240,18 +290,20 @@ def compare(metric: Metric, a: float, b: float) -> int:
 
 
 def wins(values: dict[str, dict[str, dict[str, float | None]]], a: str, b: str,
-         photos: Iterable[str]) -> dict[str, dict[str, int]]:
+         photos: Iterable[str], metrics: Sequence[Metric] = METRICS) -> dict[str, dict[str, int]]:
     """On how many photos ``a`` beats ``b``, per metric.
 
     Args:
         values: ``{method: {photo: flat metrics}}``.
+        metrics: the columns (default :data:`METRICS`; :func:`metric_columns` adds the probes').
 
     Returns:
         ``{metric key: {"a": wins of a, "b": wins of b, "ties": n, "n": photos with both values}}``
-        for the metrics of :data:`METRICS` with ``in_wins``.
+        for the metrics of ``metrics`` with ``in_wins``.
     """
+    photos = list(photos)
     out: dict[str, dict[str, int]] = {}
-    for m in METRICS:
+    for m in metrics:
         if not m.in_wins:
             continue
         c = {"a": 0, "b": 0, "ties": 0, "n": 0}
@@ -294,11 +346,13 @@ class BenchSettings:
     limit: int | None = None
     paper_subset: int = 1
     completion: bool = False
+    probes: tuple[str, ...] = ("cheek",)
     identity: bool = True
     overwrite: bool = False
     grid_tile: int = 96
     min_face: float = 64.0
     overrides: tuple[str, ...] = ()
+    prior: Path | None = None
 
     def base_config(self):
         from .refine import apply_overrides, preset
@@ -401,7 +455,8 @@ class PhotoContext:
     """One photo loaded, reconstructed and unwrapped, with the textures the methods share (computed
     on first use and timed)."""
 
-    def __init__(self, path: Path, size: int, layout, detector, min_face: float) -> None:
+    def __init__(self, path: Path, size: int, layout, detector, min_face: float, prior: Any = None,
+                 seed: int = 0) -> None:
         from .io import load_image
         from .reconstruct import reconstruct_all
         from .unwrap import unwrap, uv_raster
@@ -419,6 +474,8 @@ class PhotoContext:
         self.size = size
         self.timings = {"load": t1 - t0, "reconstruct": t2 - t1, "unwrap": t3 - t2}
         self._cache: dict[str, tuple[Any, float]] = {}
+        self.prior = prior
+        self.seed = seed
 
     def _get(self, key: str, fn: Callable[[], Any]) -> tuple[Any, float]:
         if key not in self._cache:
@@ -427,30 +484,62 @@ class PhotoContext:
             self._cache[key] = (v, time.perf_counter() - t)
         return self._cache[key]
 
-    def initial(self, masked: bool = False) -> tuple[torch.Tensor, float]:
+    def initial(self, masked: bool | str = False) -> tuple[torch.Tensor, float]:
+        """I_C of the photo, or of the probe ``masked`` (a kind; True: the cheek) with its mask."""
         from .complete import complete
 
-        un = self.probe()["unwrapped"] if masked else self.un
-        return self._get("initial" + "_masked" * masked,
+        kind = _probe_kind(masked)
+        un = self.probe(kind)["unwrapped"] if kind else self.un
+        return self._get("initial" + (f"_masked_{kind}" if kind else ""),
                          lambda: complete(un.texture, un.visibility, self.layout, uvr=self.uvr))
 
-    def blurred(self, masked: bool = False) -> tuple[torch.Tensor, float]:
+    def synth(self, masked: bool | str = False) -> tuple[torch.Tensor, float]:
+        """I_C with the hidden region synthesised (detail; the prior's structure when there is one,
+        leaving out the entries made from this photo), as ``refine`` makes its content texture."""
+        from .complete import complete
+
+        kind = _probe_kind(masked)
+        un = self.probe(kind)["unwrapped"] if kind else self.un
+
+        def make() -> torch.Tensor:
+            guide = None
+            if self.prior is not None:
+                from .prior import fit, photo_digest
+
+                img, where, _ = fit(self.prior, un.texture, un.visibility, self.uvr.valid,
+                                    exclude=[photo_digest(self.rgb)])
+                guide = (img, where)
+            return complete(un.texture, un.visibility, self.layout, uvr=self.uvr, detail=True, seed=self.seed,
+                            guide=guide)
+
+        return self._get("synth" + (f"_masked_{kind}" if kind else ""), make)
+
+    def blurred(self, masked: bool | str = False) -> tuple[torch.Tensor, float]:
         ic, _ = self.initial(masked)
-        return self._get("blurred" + "_masked" * masked,
+        kind = _probe_kind(masked)
+        return self._get("blurred" + (f"_masked_{kind}" if kind else ""),
                          lambda: blur_texture(ic, self.size / BLUR_DIVISOR, self.uvr.valid))
 
-    def probe(self) -> dict[str, Any]:
-        """The completion probe: the cheek facing the camera hidden (``metrics.cheek_mask``), the
-        unwrap with that mask and the texels it hides (visible without it)."""
-        from .metrics import cheek_mask
+    def probe(self, kind: str = "cheek") -> dict[str, Any]:
+        """A completion probe (``metrics.probe_mask`` of ``kind``; ``"cheek"``: the cheek facing the
+        camera): ``{"mask", "side", "unwrapped", "hidden"}``, the photo mask, the side it hid, the
+        unwrap with it and the texels it hides (visible without it)."""
+        from .metrics import _probe
         from .unwrap import unwrap
 
         def make() -> dict[str, Any]:
-            mask, side = cheek_mask(self.geo, "auto", self.layout)
+            mask, side = _probe(self.geo, kind, "auto", self.layout)
             masked = unwrap(self.rgb, self.geo, self.size, layout=self.layout, uvr=self.uvr, mask=mask)
             return {"mask": mask, "side": side, "unwrapped": masked, "hidden": self.un.visibility & ~masked.visibility}
 
-        return self._get("probe", make)[0]
+        return self._get(f"probe_{kind}", make)[0]
+
+
+def _probe_kind(masked: bool | str) -> str | None:
+    """``produce``'s ``masked`` -> the probe kind (True: ``"cheek"``), or None for the unmasked run."""
+    if masked is True:
+        return "cheek"
+    return masked or None
 
 
 def warm_up_detector(detector) -> float:
@@ -497,23 +586,30 @@ class Produced:
 
 
 def produce(ctx: PhotoContext, spec: Method, cfg: Any, extractor: tuple | None, device: str, *,
-            masked: bool = False, on_step: Callable[[dict], None] | None = None) -> Produced:
-    """Run one method on one photo (``masked``: the completion probe's run with the cheek hidden)."""
+            masked: bool | str = False, on_step: Callable[[dict], None] | None = None) -> Produced:
+    """Run one method on one photo (``masked``: the run of that completion probe, a kind of
+    ``metrics.PROBE_KINDS``, with its mask; True: the cheek)."""
     from .refine import refine
 
-    un = ctx.probe()["unwrapped"] if masked else ctx.un
+    kind = _probe_kind(masked)
+    un = ctx.probe(kind)["unwrapped"] if kind else ctx.un
     t = dict(ctx.timings)
     if spec.kind == "sampled":
         return Produced(un.texture, un.texture, t)
     ic, t["complete"] = ctx.initial(masked)
     if spec.kind == "initial":
         return Produced(ic, ic, t)
-    content = ic
+    if spec.kind == "synth" or (spec.kind == "optimise" and spec.content == "initial" and cfg.detail):
+        content, t["complete"] = ctx.synth(masked)
+        if spec.kind == "synth":
+            return Produced(content, content, t)
+    else:
+        content = ic
     if spec.kind == "blurred" or spec.content == "blurred":
         content, t["blur"] = ctx.blurred(masked)
     if spec.kind == "blurred":
         return Produced(content, ic, t)
-    r = refine(ctx.rgb, ctx.geo, config=cfg, content=content, mask=ctx.probe()["mask"] if masked else None,
+    r = refine(ctx.rgb, ctx.geo, config=cfg, content=content, mask=ctx.probe(kind)["mask"] if kind else None,
                extractor=extractor, layout=ctx.layout, device=device, render=spec.render, on_step=on_step,
                unwrapped=un)
     rt = r.timings
@@ -569,6 +665,10 @@ def pair_settings(spec: Method, cfg: Any, s: BenchSettings, size: int) -> dict[s
     d: dict[str, Any] = {"bench_version": BENCH_VERSION, "method": spec.name, "size": size,
                          "identity": s.identity, "min_face": s.min_face,
                          "completion": bool(s.completion and spec.kind != "sampled")}
+    if d["completion"]:
+        d["probes"] = list(s.probes)
+    if spec.kind == "synth" or (cfg is not None and cfg.detail and spec.content == "initial"):
+        d["synthesis"] = {"detail": True, "prior": str(s.prior) if s.prior else None}
     if spec.kind in ("blurred",) or spec.content == "blurred":
         d["blur_sigma_texels"] = size / BLUR_DIVISOR
     if cfg is not None:
@@ -638,10 +738,14 @@ def _stored(folder: Path, settings: dict[str, Any]) -> bool:
         return False
     b = rep.get("bench") or {}
     stored = b.get("settings")
-    if isinstance(stored, dict) and stored.get("completion") and not settings.get("completion"):
-        # a pair made with the completion probe holds every other metric as a run without it makes
-        # them (the probe is a second, separate run): it serves that run too
-        stored = {**stored, "completion": False}
+    if isinstance(stored, dict) and stored.get("completion"):
+        if not settings.get("completion"):
+            # a pair made with the completion probes holds every other metric as a run without them
+            # makes them (each probe is a separate run): it serves that run too
+            stored = {k: v for k, v in stored.items() if k != "probes"}
+            stored["completion"] = False
+        elif set(settings.get("probes") or ()) <= set(stored.get("probes") or ()):
+            stored = {**stored, "probes": settings.get("probes")}  # more probes than asked for
     return stored == settings and isinstance(rep.get("metrics"), dict)
 
 
@@ -712,6 +816,11 @@ def run_bench(photos: Sequence[Path], out: Path, s: BenchSettings, *, console=No
         except EvalExtraMissing as e:
             con.print(f"[yellow]notice:[/yellow] identity metric skipped: {escape(str(e))}", highlight=False)
     layout = default_layout()
+    prior = None
+    if s.prior is not None:
+        from .prior import load_prior
+
+        prior = load_prior(s.prior, layout)  # an InputError: one line, exit 1 (main)
     detector = default_detector()
     total = sum(st.status != "not run" for st in run.states.values())
     show = con.is_terminal if progress is None else progress
@@ -729,7 +838,8 @@ def run_bench(photos: Sequence[Path], out: Path, s: BenchSettings, *, console=No
                 continue
             bar.update(task, description=f"{stem[:28]}", stage="reconstruct + unwrap")
             try:
-                ctx = PhotoContext(path, size, layout, detector, s.min_face)
+                ctx = PhotoContext(path, size, layout, detector, s.min_face, prior=prior,
+                                   seed=s.seed or 0)
             except KeyboardInterrupt:
                 raise
             except Exception as e:  # noqa: BLE001 - one line per failed photo, the batch goes on
@@ -782,7 +892,7 @@ def _run_pair(ctx: PhotoContext, spec: Method, cfg: Any, extractors: dict[str, t
               stage: Callable[[str], None]) -> None:
     """Produce, measure and write one (photo, method) pair into ``st.folder`` (atomically)."""
     from .io import atomic_dir, save_png
-    from .metrics import _json_safe, completion_score
+    from .metrics import _json_safe
     from .pipeline import render_over_photo, texture_to_uint8, write_face_folder
     from .views import contact_sheet
 
@@ -796,22 +906,15 @@ def _run_pair(ctx: PhotoContext, spec: Method, cfg: Any, extractors: dict[str, t
     t = time.perf_counter()
     m = measure(ctx, spec, p.texture, identity=s.identity)
     t_metrics = time.perf_counter() - t
-    masked_tex = None
+    masked: dict[str, tuple[np.ndarray, torch.Tensor]] = {}  # kind -> (photo mask, texture)
     t_comp = 0.0
     if spec.kind == "sampled":
         m["completion"] = {"skipped": "the sampled texture is not complete"}
     elif not s.completion:
         m["completion"] = {"skipped": "not requested (--completion)"}
     else:
-        stage("completion run")
         t = time.perf_counter()
-        probe = ctx.probe()
-        if not bool(probe["hidden"].any()):
-            m["completion"] = {"skipped": "the cheek mask hides no texel that the photo shows"}
-        else:
-            masked_tex = produce(ctx, spec, cfg, ext, device, masked=True, on_step=on_step).texture
-            m["completion"] = {**completion_score(masked_tex, ctx.un.texture, probe["hidden"]),
-                               "mask": f"cheek_mask ({probe['side']})"}
+        m["completion"] = completion_runs(ctx, spec, cfg, ext, device, s, masked, on_step, stage)
         t_comp = time.perf_counter() - t
     m["cost"] = {"wall_s": round(wall, 4), "peak_rss_mb": round(rss, 1),
                  "rss_scope": "run" if scoped else "process (the process's peak so far)", "device": device,
@@ -838,9 +941,57 @@ def _run_pair(ctx: PhotoContext, spec: Method, cfg: Any, extractors: dict[str, t
                           texture=p.texture)
         (tmp / "render.png").unlink(missing_ok=True)  # full size; views.png has it (a tile) already
         save_png(tmp / "views.png", sheet)
-        if masked_tex is not None:
-            save_png(tmp / "texture_masked.png", texture_to_uint8(masked_tex))
+        for kind, (mask, tex) in masked.items():
+            save_png(tmp / masked_texture_name(kind), texture_to_uint8(tex))
+            save_png(tmp / f"mask_{kind}.png", mask.astype(np.uint8) * 255)
     st.status, st.computed, st.error, st.wall = "ok", True, None, wall
+
+
+def masked_texture_name(kind: str) -> str:
+    """The file of a probe's masked-run texture in a pair folder (the cheek's keeps its old name)."""
+    return "texture_masked.png" if kind == "cheek" else f"texture_masked_{kind}.png"
+
+
+def completion_runs(ctx: PhotoContext, spec: Method, cfg: Any, ext: tuple | None, device: str, s: BenchSettings,
+                    masked: dict[str, tuple[np.ndarray, torch.Tensor]], on_step: Callable[[dict], None] | None,
+                    stage: Callable[[str], None]) -> dict[str, Any]:
+    """One run of the method per probe of ``s.probes``, each scored on the texels its mask hid.
+
+    Fills ``masked`` with ``{kind: (photo mask, texture)}``. Returns the ``"completion"`` block:
+    ``{"probes": {kind: {"psnr", "ssim", "detail", "texels", "kind", "side", "mask", "identity"}
+    or {"skipped"}}}`` and, at its top level, the first probe's entries (the cheek's by default:
+    the block as it was before the probes).
+    """
+    from . import metrics as M
+
+    model = None
+    id_skip = "disabled (--no-identity)"
+    if s.identity:
+        try:
+            model = M.identity_model()
+        except M.EvalExtraMissing as e:
+            id_skip = str(e)
+    probes: dict[str, Any] = {}
+    for kind in s.probes:
+        stage(f"completion run: {kind}")
+        pr = ctx.probe(kind)
+        if not bool(pr["hidden"].any()):
+            probes[kind] = {"skipped": f"the {kind} mask hides no texel that the photo shows"}
+            continue
+        tex = produce(ctx, spec, cfg, ext, device, masked=kind, on_step=on_step).texture
+        masked[kind] = (pr["mask"], tex)
+        c = {**M.completion_score(tex, ctx.un.texture, pr["hidden"], ctx.un.visibility), "kind": kind,
+             "side": pr["side"], "mask": f"cheek_mask ({pr['side']})" if kind == "cheek" else
+             f"probe_mask {kind} ({pr['side']})"}
+        if model is None:
+            c["identity"] = {"skipped": id_skip}
+        else:
+            stage(f"completion identity: {kind}")
+            c["identity"] = M.identity_distances(ctx.rgb, tex, ctx.geo, ctx.layout, None, yaws=M.IDENTITY_YAWS,
+                                                 model=model)
+        probes[kind] = c
+    first = probes[s.probes[0]] if s.probes else {"skipped": "no probes"}
+    return {**{k: v for k, v in first.items() if k != "identity"}, "probes": probes}
 
 
 # --------------------------------------------------------------------------------------------
@@ -885,25 +1036,27 @@ def write_results(run: BenchRun, s: BenchSettings, cfgs: dict[str, Any], size: i
 
     rows, values = collect(run, s)
     stems = [p for p, _ in run.photos]
+    columns = metric_columns(s.probes if s.completion else ())
     summary = {name: {m.key: {"median": median((values.get(name, {}).get(p) or {}).get(m.key) for p in stems),
                               "n": sum((values.get(name, {}).get(p) or {}).get(m.key) is not None for p in stems)}
-                      for m in METRICS} for name in s.methods}
+                      for m in columns} for name in s.methods}
     pairs = []
     for a, b, why in comparisons(s.features):
         if a in s.methods and b in s.methods:
-            pairs.append({"a": a, "b": b, "why": why, "wins": wins(values, a, b, stems)})
+            pairs.append({"a": a, "b": b, "why": why, "wins": wins(values, a, b, stems, columns)})
     settings = {"methods": list(s.methods), "preset": s.preset, "size": size,
                 "steps": list(s.steps) if s.steps else None, "passes": s.passes, "seed": s.seed,
                 "strotss_features": s.features, "vgg_weights": str(s.vgg_weights) if s.vgg_weights else None,
                 "vgg_format": s.vgg_format, "limit": s.limit, "paper_subset": s.paper_subset,
-                "completion": s.completion, "identity": s.identity, "blur_sigma_texels": size / BLUR_DIVISOR,
+                "completion": s.completion, "probes": list(s.probes) if s.completion else [],
+                "identity": s.identity, "blur_sigma_texels": size / BLUR_DIVISOR,
                 "configs": {k: config_dict(v) for k, v in cfgs.items()},
                 "extractors_built": run.extractors, "warm_up_s": run.warm_up_s}
     doc = {"version": BENCH_VERSION, "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "command": run.command, "settings": settings, "machine": machine_info(device),
            "photos": [{"name": n, "input": str(p), **({"error": run.photo_errors[n]} if n in run.photo_errors else {})}
                       for n, p in run.photos],
-           "metric_columns": {m.key: {"label": m.label, "better": m.better} for m in METRICS},
+           "metric_columns": {m.key: {"label": m.label, "better": m.better} for m in columns},
            "summary": summary, "comparisons": pairs, "runs": rows,
            "counts": {"ok": run.count("ok"), "computed": run.count("ok", True), "reused": run.count("ok", False),
                       "failed": run.count("failed"), "not_run": run.count("not run")}}
@@ -935,7 +1088,7 @@ def results_markdown(doc: dict[str, Any], values: dict[str, dict[str, dict]], st
              f"Preset `{st['preset']}`, texture {st['size']} px"
              + (f", steps {st['steps']}" if st["steps"] else "") + (f", passes {st['passes']}" if st["passes"] else "")
              + f"; strotss features `{st['strotss_features']}`; paper on the first {st['paper_subset']} photo(s); "
-             f"completion {'on' if st['completion'] else 'off (--completion)'}; identity "
+             f"completion {'on, probes ' + ', '.join(st.get('probes') or []) if st['completion'] else 'off (--completion)'}; identity "
              f"{'on' if st['identity'] else 'off'}.", "",
              f"Machine: {mach['cpu_model']}, {mach['cpus_usable']} usable of {mach['cpu_count']} CPUs, "
              f"torch {mach['torch']} with {mach['torch_threads']} threads, device {mach['device']}"
@@ -944,8 +1097,9 @@ def results_markdown(doc: dict[str, Any], values: dict[str, dict[str, dict]], st
              f"{c['not_run']} not run.", "",
              "Columns: PSNR/SSIM = visible fidelity (render at the input camera vs the photo, inside V); "
              "ID = dlib descriptor distance photo vs render at the input pose, ID ±30 = turned to ±30° "
-             "(< 0.6: same person); seam = local seam ratio (1 = no seam); fill PSNR/SSIM = completion "
-             "(cheek hidden, `--completion`); time s = the method's time per face (load, reconstruct, unwrap "
+             "(< 0.6: same person); seam = local seam ratio (1 = no seam); fill PSNR/SSIM/detail = completion "
+             "(cheek hidden, `--completion`; detail = detail ratio, 1 = the photo's fine detail, 0 = flat; "
+             "see Completion probes); time s = the method's time per face (load, reconstruct, unwrap "
              "and its own work); RSS MB = peak resident memory during the run (the process's models included). "
              "↑ higher is better, ↓ lower, "
              "→1 closest to 1. – = not measured.", ""]
@@ -966,12 +1120,10 @@ def results_markdown(doc: dict[str, Any], values: dict[str, dict[str, dict]], st
                   "| A | B | what it tells | " + " | ".join(m.label for m in wm) + " |",
                   "|---|---|---|" + "---:|" * len(wm)]
         for p in doc["comparisons"]:
-            cells = []
-            for m in wm:
-                w = p["wins"][m.key]
-                cells.append("–" if w["n"] == 0 else f"{w['a']}:{w['b']}" + (f" ={w['ties']}" if w["ties"] else ""))
+            cells = [_wins_cell(p["wins"][m.key]) for m in wm]
             lines.append(f"| {p['a']} | {p['b']} | {p['why']} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += _probes_markdown(doc, stems)
     lines += ["## Per photo", ""]
     runs = {(r["photo"], r["method"]): r for r in doc["runs"]}
     for name in st["methods"]:
@@ -1040,6 +1192,56 @@ def _png_under(img, limit: int) -> bytes:
     return data
 
 
+def _wins_cell(w: dict[str, int]) -> str:
+    return "–" if w["n"] == 0 else f"{w['a']}:{w['b']}" + (f" ={w['ties']}" if w["ties"] else "")
+
+
+def _probes_markdown(doc: dict[str, Any], stems: list[str]) -> list[str]:
+    """The "Completion probes" section of results.md: per probe, medians, wins and per-photo rows."""
+    kinds = doc["settings"].get("probes") or []
+    if not doc["settings"].get("completion") or not kinds:
+        return []
+    arrow = {"high": "↑", "low": "↓", "one": "→1"}
+    methods = [m for m in doc["settings"]["methods"] if METHODS[m].kind != "sampled"]
+    runs = {(r["photo"], r["method"]): r for r in doc["runs"]}
+    lines = ["## Completion probes", "",
+             "Each method run once more per probe with part of the face hidden in the photo "
+             "(`--probes`; masks drawn from MediaPipe's landmarks, `facerefiner.metrics.probe_mask`) and scored on "
+             "the texels the mask hid against the unmasked unwrap's sampled texture. detail = detail ratio: std of "
+             "the luma's difference of Gaussians (sigma 1 and 3 texels at S = 512) over the hidden texels eroded "
+             "by 3, over the same for the truth (1 = the photo's fine detail, 0 = flat, above 1 = noise). PSNR "
+             "alone rewards a blur and the detail ratio alone rewards noise: a good completion needs both. "
+             "ID = identity of the masked run's render at the input pose and turned ±30°.", ""]
+    for kind in kinds:
+        cols = probe_metrics(kind)
+        texels = median((((runs.get((p, m)) or {}).get("metrics") or {}).get("completion") or {})
+                        .get("probes", {}).get(kind, {}).get("texels") for p in stems for m in methods[:1])
+        lines += [f"### Probe: {kind}", ""]
+        if texels is not None:
+            lines += [f"Median hidden texels: {texels:.0f}.", ""]
+        lines += ["| method | " + " | ".join(f"{m.label} {arrow[m.better]}" for m in cols) + " | n |",
+                  "|---|" + "---:|" * (len(cols) + 1)]
+        for name in methods:
+            sm = doc["summary"][name]
+            n = sum(((runs.get((p, name)) or {}).get("values") or {}).get(cols[0].key) is not None for p in stems)
+            lines.append(f"| {name} | " + " | ".join(_fmt(sm[m.key]["median"], m.fmt) for m in cols) + f" | {n} |")
+        lines.append("")
+        comps = [p for p in doc["comparisons"] if METHODS[p["b"]].kind != "sampled"]
+        if comps:
+            lines += ["| A | B | " + " | ".join(m.label for m in cols) + " |", "|---|---|" + "---:|" * len(cols)]
+            lines += [f"| {p['a']} | {p['b']} | " + " | ".join(_wins_cell(p["wins"][m.key]) for m in cols) + " |"
+                      for p in comps]
+            lines.append("")
+        lines += ["| photo | method | " + " | ".join(m.label for m in cols) + " |", "|---|---|" + "---:|" * len(cols)]
+        for p in stems:
+            for name in methods:
+                v = (runs.get((p, name)) or {}).get("values")
+                if v is not None:
+                    lines.append(f"| {p} | {name} | " + " | ".join(_fmt(v.get(m.key), m.fmt) for m in cols) + " |")
+        lines.append("")
+    return lines
+
+
 def make_grid(run: BenchRun, s: BenchSettings, tile: int):
     """Rows photos, columns methods; a cell is I_X and the head turned -45 and +45 degrees (from
     each pair's views.png); the first column is the photo."""
@@ -1086,6 +1288,172 @@ def make_grid(run: BenchRun, s: BenchSettings, tile: int):
         bbox = d.textbbox((2, y + tile - 2), stem[:18], font=small, anchor="lb")
         d.rectangle(bbox, fill=(0, 0, 0))
         d.text((2, y + tile - 2), stem[:18], fill=(255, 255, 255), font=small, anchor="lb")
+    return img
+
+
+#: Colour of the probe mask over the photo in :func:`probe_sheet`.
+PROBE_TINT = (255, 0, 200)
+
+
+def _fit_tile(img, tile: int, texels: bool = True):
+    """``img`` (PIL) scaled to fit a ``tile`` x ``tile`` square on grey: reduced (Lanczos), or
+    enlarged by a whole factor with nearest neighbour for ``texels`` (each texel a sharp block),
+    else smoothly (Lanczos) to the full tile."""
+    from PIL import Image
+
+    f = tile / max(img.width, img.height)
+    if f >= 1 and texels:
+        k = int(f)
+        img = img.resize((img.width * k, img.height * k), Image.NEAREST)
+    else:
+        img = img.resize((max(1, round(img.width * f)), max(1, round(img.height * f))), Image.LANCZOS)
+    out = Image.new("RGB", (tile, tile), (128, 128, 128))
+    out.paste(img, ((tile - img.width) // 2, (tile - img.height) // 2))
+    return out
+
+
+def _read_rgb(path: Path) -> np.ndarray | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except OSError:
+        return None
+
+
+def _shaded(tex: np.ndarray, box: tuple[slice, slice], shade: np.ndarray):
+    """(S, S, 3) texture in 0..255 -> the PIL crop ``box`` of it times ``shade`` ((h, w, 1))."""
+    from PIL import Image
+
+    return Image.fromarray((tex[box] * shade + 0.5).clip(0, 255).astype(np.uint8))
+
+
+def _probe_entry(folder: Path, kind: str) -> dict[str, Any]:
+    """A pair's ``metrics["completion"]["probes"][kind]`` ({} when absent)."""
+    comp = _sub(_sub(_read_report(folder) or {}, "metrics"), "completion")
+    return _sub(_sub(comp, "probes"), kind)
+
+
+def probe_sheet(out: Path, kinds: Sequence[str] | None = None, methods: Sequence[str] | None = None,
+                photos: Sequence[str] | None = None, tile: int = 256, dim: float = 0.45):
+    """A picture of the completion probes of a benchmark run, to judge brows, eyelids and pores.
+
+    One row per photo and probe: the probe's mask over the photo (the face's crop), then each
+    method's masked-run texture (``initial`` = I_C first) and the truth (the unmasked unwrap's
+    sampled texture), all cropped to the bounding box (in UV space) of the texels the mask hid,
+    with the texels outside it dimmed to ``dim``; under each, its PSNR and detail ratio there. The
+    truth and the hidden texels are recomputed from the pair folder (its mesh, camera, photo and
+    ``mask_KIND.png``), as ``facerefiner eval`` does.
+
+    Args:
+        out: the benchmark's OUT (with results.json).
+        kinds, methods, photos: subsets (default: every probe, method but ``sampled``, photo of
+            results.json).
+        tile: side (px) of each square tile.
+
+    Returns:
+        The PIL image.
+
+    Raises:
+        InputError: no results.json, or nothing to show (no pair made with ``--completion``).
+    """
+    from PIL import Image, ImageDraw
+
+    from .errors import InputError
+    from .metrics import load_output
+    from .unwrap import unwrap, uv_raster
+
+    out = Path(out)
+    try:
+        res = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{out}: no results.json (not a benchmark output folder)") from None
+    except (OSError, ValueError) as e:
+        raise InputError(f"{out / 'results.json'}: unreadable ({type(e).__name__})") from None
+    st = res.get("settings") or {}
+    all_kinds = list(st.get("probes") or [])
+    kinds = list(kinds) if kinds else all_kinds
+    methods = list(methods) if methods else [m for m in st.get("methods", []) if m in METHODS
+                                              and METHODS[m].kind != "sampled"]
+    methods = sorted(methods, key=lambda m: m != "initial")  # I_C first
+    stems = [p["name"] for p in res.get("photos", [])]
+    if photos:
+        unknown = [p for p in photos if p not in stems]
+        if unknown:
+            raise InputError(f"{out}: no photo {', '.join(map(repr, unknown))} in results.json")
+        stems = [p for p in stems if p in photos]
+    rows = []  # (label, [(tile image, caption)])
+    for stem in stems:
+        for kind in kinds:
+            folders = {m: out / "runs" / m / stem for m in methods}
+            base = next((f for f in folders.values() if (f / f"mask_{kind}.png").is_file()), None)
+            if base is None:
+                continue
+            o = load_output(base)
+            S = int(o.texture.shape[-1])
+            mask = _read_rgb(base / f"mask_{kind}.png")[..., 0] > 127
+            uvr = uv_raster(o.layout, S)
+            full = unwrap(o.photo, o.geometry, S, layout=o.layout, uvr=uvr, cos_threshold=o.report.get("cos_threshold"))
+            part = unwrap(o.photo, o.geometry, S, layout=o.layout, uvr=uvr, mask=mask,
+                          cos_threshold=o.report.get("cos_threshold"))
+            hidden = (full.visibility & ~part.visibility).numpy()
+            if not hidden.any():
+                continue
+            ys, xs = np.nonzero(hidden)
+            pad = max(2, S // 128)
+            y0, y1 = max(0, ys.min() - pad), min(S, ys.max() + pad + 1)
+            x0, x1 = max(0, xs.min() - pad), min(S, xs.max() + pad + 1)
+            shade = np.where(hidden[y0:y1, x0:x1, None], 1.0, dim)
+            box = (slice(y0, y1), slice(x0, x1))
+
+            # the photo, the mask tinted over it, cropped to the face
+            bx0, by0, bx1, by1 = o.geometry.box
+            m = 0.12 * max(bx1 - bx0, by1 - by0)
+            H, W = mask.shape
+            fx0, fy0 = max(0, int(bx0 - m)), max(0, int(by0 - m))
+            fx1, fy1 = min(W, int(bx1 + m) + 1), min(H, int(by1 + m) + 1)
+            ph = o.photo[fy0:fy1, fx0:fx1].astype(np.float64)
+            mk = mask[fy0:fy1, fx0:fx1, None]
+            ph = np.where(mk, 0.5 * ph + 0.5 * np.array(PROBE_TINT), ph)
+            side = _probe_entry(base, kind).get("side")
+            tiles = [(_fit_tile(Image.fromarray(ph.astype(np.uint8)), tile, texels=False),
+                      f"{kind} mask" + (f" ({side})" if side else ""))]
+            for name in methods:
+                f = folders[name]
+                tex = _read_rgb(f / masked_texture_name(kind))
+                if tex is None or tex.shape[:2] != (S, S):
+                    tiles.append((None, "not run"))
+                    continue
+                c = _probe_entry(f, kind)
+                cap = (f"PSNR {_fmt(_finite(c.get('psnr')), '.2f')}  detail {_fmt(_finite(c.get('detail')), '.2f')}")
+                tiles.append((_fit_tile(_shaded(tex, box, shade), tile), cap))
+            truth = (full.texture.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.float64)
+            tiles.append((_fit_tile(_shaded(truth, box, shade), tile), f"{int(hidden.sum())} texels hidden"))
+            rows.append((f"{stem} / {kind}", tiles))
+    if not rows:
+        raise InputError(f"{out}: no probe to show (run the benchmark with --completion; kinds: "
+                         f"{', '.join(kinds) or 'none'})")
+    gap, head, label, cap_h = 6, 24, 18, 18
+    ncol = len(methods) + 2
+    Wd = ncol * (tile + gap) + gap
+    row_h = label + tile + cap_h + gap
+    img = Image.new("RGB", (Wd, head + len(rows) * row_h), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    font, small = _font(13), _font(11)
+    for j, name in enumerate(["photo + mask", *[("I_C (initial)" if n == "initial" else n) for n in methods],
+                              "truth (unmasked unwrap)"]):
+        d.text((gap + j * (tile + gap) + tile / 2, head / 2), name, fill=(0, 0, 0), font=font, anchor="mm")
+    for i, (lab, tiles) in enumerate(rows):
+        y = head + i * row_h
+        d.text((gap, y + label / 2), lab, fill=(0, 0, 0), font=font, anchor="lm")
+        for j, (t, cap) in enumerate(tiles):
+            x = gap + j * (tile + gap)
+            if t is None:
+                d.rectangle([x, y + label, x + tile - 1, y + label + tile - 1], fill=(200, 200, 200))
+            else:
+                img.paste(t, (x, y + label))
+            d.text((x + tile / 2, y + label + tile + cap_h / 2), cap, fill=(0, 0, 0), font=small, anchor="mm")
     return img
 
 
@@ -1183,6 +1551,12 @@ def metrics_plot(summary: dict[str, dict[str, dict]], methods: list[str]):
 # command line
 
 
+def _probe_kinds() -> tuple[str, ...]:
+    from .metrics import PROBE_KINDS
+
+    return PROBE_KINDS
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # usage errors exit 1, as the facerefiner verbs
         self.print_usage(sys.stderr)
@@ -1218,8 +1592,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N photos")
     p.add_argument("--paper-subset", type=int, default=1, help="run the paper method on the first N photos only (default 1)")
     p.add_argument("--completion", action="store_true",
-                   help="also measure completion: one more run per method with the cheek facing the camera hidden "
-                        "(doubles the cost)")
+                   help="also measure completion: one more run per method and probe with part of the face hidden "
+                        "(see --probes; each probe adds the cost of a run)")
+    p.add_argument("--probes", default="cheek", metavar="KINDS",
+                   help="the completion probes, comma-separated from: " + ", ".join(_probe_kinds())
+                        + ", or all (default: cheek, the cheek facing the camera)")
+    p.add_argument("--prior", type=Path, default=None, metavar="FILE",
+                   help="a face-texture prior (facerefiner prior build) for the synthesis; entries made from the "
+                        "photo being completed are left out")
     p.add_argument("--no-identity", action="store_true", help="skip the identity metric (dlib)")
     p.add_argument("--overwrite", action="store_true", help="recompute pairs that are already done")
     p.add_argument("--grid-tile", type=int, default=96, help="tile size (px) in grid.png (default 96)")
@@ -1257,10 +1637,19 @@ def settings_from_args(a: argparse.Namespace, parser: argparse.ArgumentParser) -
         parser.error(f"--grid-tile must be between 16 and 512, got {a.grid_tile}")
     if a.vgg_weights is not None and not a.vgg_weights.is_file():
         parser.error(f"--vgg-weights {a.vgg_weights}: no such file")
+    kinds = _probe_kinds()
+    probes = [k.strip() for k in a.probes.split(",") if k.strip()]
+    if probes == ["all"]:
+        probes = list(kinds)
+    bad = [k for k in probes if k not in kinds]
+    if bad or not probes:
+        parser.error(f"--probes: unknown probe(s) {', '.join(map(repr, bad)) or '(none given)'}; "
+                     f"choose from {', '.join(kinds)} or all")
+    probes = sorted(set(probes), key=kinds.index)  # one order, whatever the command's
     s = BenchSettings(methods=tuple(methods), preset=a.preset, size=a.size, steps=steps, passes=a.passes,
                       seed=a.seed, features=a.features, vgg_weights=a.vgg_weights, vgg_format=a.vgg_format,
                       device=a.device, threads=a.threads, limit=a.limit, paper_subset=a.paper_subset,
-                      completion=a.completion, identity=not a.no_identity, overwrite=a.overwrite,
+                      completion=a.completion, probes=tuple(probes), prior=a.prior, identity=not a.no_identity, overwrite=a.overwrite,
                       grid_tile=a.grid_tile, min_face=a.min_face, overrides=tuple(a.overrides))
     try:
         s.configs()
@@ -1288,7 +1677,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         s = settings_from_args(a, parser)
     except SystemExit as e:
         return int(e.code or 0)
-    files = expand_inputs(a.photos)
+    try:
+        files = expand_inputs(a.photos)
+    except FaceRefinerError as e:
+        con.print(f"[red]error:[/red] {e}", highlight=False)
+        return EXIT_USAGE
     if not files:
         con.print("[red]error:[/red] no photos given (no file matched " + ", ".join(a.photos) + ")", highlight=False)
         return EXIT_USAGE

@@ -21,9 +21,12 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
+import torch.nn.functional as F
 
 from . import render as R
-from .layout import UVLayout, default_layout
+from .check import check_shape
+from .errors import NothingVisibleError
+from .layout import UVLayout, default_layout, feature_mask
 from .unwrap import UVRaster, uv_raster
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,8 @@ def poisson_fill(target: np.ndarray, known: np.ndarray, valid: np.ndarray, guide
         valid: (H, W) bool the domain (outside: no neighbours, i.e. Neumann at the domain edge).
         guide: (H, W, C) float64 the image whose gradients are copied where ``use_guide``.
         use_guide: (H, W) bool texels whose gradients come from ``guide``; elsewhere zero gradients.
+            Or (H, W) int labels (0 = none): an edge takes the guide's gradient only when both ends
+            carry the same label, so two guides meeting (the mirror image, a prior) leave no step.
 
     Returns:
         (H, W, C) float64 with the unknown texels filled.
@@ -85,7 +90,8 @@ def poisson_fill(target: np.ndarray, known: np.ndarray, valid: np.ndarray, guide
     for ys, xs, yt, xt in pairs:
         p, q = idx[ys, xs], idx[yt, xt]
         # Guidance gradient along the edge p->q: from the guide where both ends use it.
-        g = np.where((use_guide[ys, xs] & use_guide[yt, xt])[:, None], guide[ys, xs] - guide[yt, xt], 0.0)
+        la, lb = use_guide[ys, xs], use_guide[yt, xt]
+        g = np.where(((la == lb) & (la != 0))[:, None], guide[ys, xs] - guide[yt, xt], 0.0)
         for a, b, ya, xa, yb, xb, sign in ((p, q, ys, xs, yt, xt, 1.0), (q, p, yt, xt, ys, xs, -1.0)):
             m = a >= 0
             diag_idx = a[m]
@@ -103,7 +109,7 @@ def poisson_fill(target: np.ndarray, known: np.ndarray, valid: np.ndarray, guide
     A = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
     A = A + sp.diags(diag + eps)
     ys, xs = np.nonzero(unknown)
-    anchor = np.where(use_guide[ys, xs][:, None], guide[ys, xs], 0.5)
+    anchor = np.where((use_guide[ys, xs] != 0)[:, None], guide[ys, xs], 0.5)
     rhs += eps * anchor
     solve = spla.factorized(A.tocsc())
     sol = np.stack([solve(rhs[:, c]) for c in range(C)], axis=1)
@@ -123,7 +129,8 @@ def extend_outside(image: np.ndarray, valid: np.ndarray, iterations: int | None 
 
 
 def complete(texture: torch.Tensor, visibility: torch.Tensor, layout: UVLayout | None = None, *,
-             uvr: UVRaster | None = None) -> torch.Tensor:
+             uvr: UVRaster | None = None, detail: bool = False, seed: int = 0,
+             guide: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """The initial complete texture I_C from the sampled texture I_S.
 
     Args:
@@ -132,10 +139,21 @@ def complete(texture: torch.Tensor, visibility: torch.Tensor, layout: UVLayout |
         visibility: (S, S) bool, texels that show the photo.
         layout: the UV layout (default: the shipped one); its vertex pairing gives the mirror.
         uvr: optional precomputed :func:`~facerefiner.unwrap.uv_raster` of the layout at S.
+        detail: add fine detail made of the person's visible skin (:func:`synthesize_detail`) to
+            the hidden texels that the mirror does not fill (there the Poisson fill alone is smooth).
+        seed: random seed of that detail.
+        guide: optional ``(image, where)``: a (3, S, S) float texture in [0, 1] in the person's
+            colours and a (S, S) bool mask, whose gradients finer than :data:`PRIOR_HIGHPASS` the
+            Poisson fill copies on the hidden facial features (:func:`facerefiner.layout.feature_mask`)
+            without a visible mirror (a face prior's structure: :func:`facerefiner.prior.fit`);
+            other hidden texels without a mirror get zero gradients (a smooth fill).
 
     Returns:
         (3, S, S) float32 in [0, 1]: equal to ``texture`` on visible texels, filled elsewhere inside
         the layout, border colours extended outside it.
+
+    Raises:
+        NothingVisibleError: no texel is visible (an all-covering mask).
     """
     layout = layout or default_layout()
     S = texture.shape[-1]
@@ -144,13 +162,177 @@ def complete(texture: torch.Tensor, visibility: torch.Tensor, layout: UVLayout |
     vis = visibility.cpu().numpy() & valid
     tex = texture.detach().float().cpu()
     if not vis.any():
-        raise ValueError("complete: no visible texel to start from")
+        raise NothingVisibleError("no texel of the face is visible (does the mask cover the whole face?)")
     muv = mirror_uv(layout, S, uvr)
     mir_tex = mirror_texture(tex, muv).permute(1, 2, 0).numpy().astype(np.float64)
     # The mirror point is usable where it falls on visible texels (bilinear footprint inside V).
     mir_vis = mirror_texture(torch.from_numpy(vis.astype(np.float32))[None], muv)[0].numpy() > 0.999
-    use_guide = valid & ~vis & mir_vis
+    guide_img, use_guide = mir_tex, (valid & mir_vis).astype(np.int8)
+    if guide is not None:
+        # the prior's structure without its own light: its low frequencies (shading, the entries'
+        # exposure) are left out, so the fill's light comes from the photo's texels around the hole
+        g_img, g_where = guide[0].detach().float().cpu(), guide[1].cpu()
+        g_img = g_img - lowpass(g_img, g_where, PRIOR_HIGHPASS * S)
+        # only on the facial features (eyes, brows, lips, nose): skin takes the person's own grain
+        g_where = g_where.numpy() & valid & ~mir_vis & ~vis & feature_mask(layout, S)
+        guide_img = np.where(g_where[..., None], g_img.permute(1, 2, 0).numpy(), mir_tex)
+        use_guide = np.where(g_where, 2, use_guide).astype(np.int8)
     img = tex.permute(1, 2, 0).numpy().astype(np.float64)
-    out = poisson_fill(img, vis, valid, mir_tex, valid & mir_vis)
+    out = poisson_fill(img, vis, valid, guide_img, use_guide)
+    if detail:
+        target = torch.from_numpy(valid & ~vis & (use_guide == 0))  # not where the mirror or a prior gives it
+        out = out + synthesize_detail(tex, torch.from_numpy(vis), target, seed=seed).permute(1, 2, 0).numpy()
     out = extend_outside(out, valid)
     return torch.from_numpy(np.clip(out, 0.0, 1.0)).permute(2, 0, 1).float().to(texture.device).contiguous()
+
+
+def lowpass(texture: torch.Tensor, valid: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of a texture inside its layout (normalised convolution: texels outside
+    ``valid`` neither contribute nor dilute).
+
+    Args:
+        texture: (C, S, S) float tensor.
+        valid: (S, S) bool texels inside the layout.
+        sigma: Gaussian sigma in texels (> 0).
+
+    Raises:
+        ShapeError: ``texture`` is not (C, H, W) or ``valid`` not (H, W).
+
+    Returns:
+        (C, S, S) tensor of ``texture``'s dtype and device; texels outside ``valid`` (and any that
+        no valid texel reaches) are 0. A texture constant on ``valid`` comes back unchanged there.
+    """
+    check_shape(texture, ["C", "H", "W"], "texture")
+    check_shape(valid, [str(n) for n in texture.shape[-2:]], "valid")
+    r = max(1, int(np.ceil(3.0 * sigma)))
+    x = torch.arange(-r, r + 1, device=texture.device, dtype=texture.dtype)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    w = valid.to(texture.dtype)[None]
+    stack = torch.cat([texture * w, w])[:, None]  # (C + 1, 1, S, S)
+    stack = F.conv2d(F.pad(stack, (r, r, 0, 0)), k.view(1, 1, 1, -1))
+    stack = F.conv2d(F.pad(stack, (0, 0, r, r)), k.view(1, 1, -1, 1))[:, 0]
+    num, den = stack[:-1], stack[-1:]
+    return torch.where((den > 1e-6) & valid[None], num / den.clamp_min(1e-6), torch.zeros_like(num))
+
+
+#: A prior's guide image keeps only what is finer than a Gaussian of this sigma (a fraction of S:
+#: 16 texels at 512, about half an eye's width): the structure, not the entries' light.
+PRIOR_HIGHPASS = 1 / 16
+
+#: Detail band of :func:`synthesize_detail`: the texture minus its Gaussian blur of this sigma, as a
+#: fraction of S (4 texels at S = 512: the band the completion probe's detail ratio measures, sigma
+#: 1 to 3 texels, and what ``keep_shading``'s 1/128 leaves to the refinement).
+DETAIL_SIGMA = 1 / 128
+#: Side of the patches the detail is copied in, as a fraction of S (32 texels at S = 512: a few
+#: pores across, small against a cheek).
+DETAIL_PATCH = 1 / 16
+#: Source squares whose detail energy is above this quantile are not copied (eyes, brow edges, the
+#: hairline, folds: structure, not grain).
+DETAIL_QUANTILE = 0.5
+#: Random source squares a grid square chooses the nearest from.
+DETAIL_CANDIDATES = 16
+
+
+def _hann_window(p: int, dtype=torch.float32) -> torch.Tensor:
+    """(p,) sin^2 window whose copies at a stride of p / 2 sum to exactly 1."""
+    x = (torch.arange(p, dtype=torch.float64) + 0.5) / p
+    return torch.sin(torch.pi * x).pow(2).to(dtype)
+
+
+def detail_layer(texture: torch.Tensor, region: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The texture's fine detail on ``region``: ``texture - lowpass(texture, region, sigma)``
+    (0 outside the region; the blur sees only region texels, so a hole's edge makes no ridge).
+
+    Args:
+        texture: (C, S, S) float.
+        region: (S, S) bool.
+        sigma: Gaussian sigma in texels.
+
+    Returns:
+        (C, S, S) of ``texture``'s dtype and device.
+    """
+    return torch.where(region[None], texture - lowpass(texture, region, sigma), torch.zeros_like(texture))
+
+
+def synthesize_detail(texture: torch.Tensor, visibility: torch.Tensor, target: torch.Tensor, *,
+                      sigma: float | None = None, patch: int | None = None, seed: int = 0,
+                      source: torch.Tensor | None = None) -> torch.Tensor:
+    """Fine detail for texels the photo does not show, made of the person's own visible skin.
+
+    Non-parametric: the detail layer of the visible texels (:func:`detail_layer`) is cut into
+    ``patch`` x ``patch`` squares taken from inside the visible region (skipping the half of the
+    squares with the strongest detail: eyes, brow edges, hairline, folds; each grid square takes the
+    nearest of :data:`DETAIL_CANDIDATES` random ones, so a cheek gets a cheek's grain) and laid
+    on a regular grid at a stride of ``patch / 2`` with a separable sin^2 window; the sum is divided
+    by the root of the summed squared weights, so the blend of uncorrelated squares keeps the
+    source's variance (no fading where squares overlap) and the grid leaves no visible tiling.
+
+    Args:
+        texture: (3, S, S) float I_S in [0, 1] (values outside ``visibility`` are ignored).
+        visibility: (S, S) bool V.
+        target: (S, S) bool texels that get detail (usually the hidden texels without a visible mirror).
+        sigma: detail band, default ``DETAIL_SIGMA * S``.
+        patch: square side in texels (even), default ``DETAIL_PATCH * S``.
+        seed: random seed (same seed, same detail).
+        source: optional (S, S) bool region the squares may come from (default V).
+
+    Returns:
+        (3, S, S) float32 zero-mean detail on ``target`` (0 elsewhere), on ``texture``'s device; all
+        zeros when no square of that size fits inside the source region.
+    """
+    check_shape(texture, ["3", "S", "S"], "texture")
+    S = texture.shape[-1]
+    check_shape(visibility, [str(S), str(S)], "visibility")
+    check_shape(target, [str(S), str(S)], "target")
+    dev = texture.device
+    sigma = float(sigma if sigma is not None else max(1.0, DETAIL_SIGMA * S))
+    p = int(patch if patch is not None else max(8, round(DETAIL_PATCH * S)))
+    p += p % 2
+    src = (visibility if source is None else source & visibility).to(dev)
+    out = torch.zeros_like(texture, dtype=torch.float32)
+    if not bool(target.any()):
+        return out
+    d = detail_layer(texture.float(), src, sigma)
+    # square origins whose whole square lies in the source region
+    inside = F.avg_pool2d((~src).float()[None, None], p, stride=1)[0, 0] == 0  # (S - p + 1,) ** 2
+    ys, xs = torch.nonzero(inside, as_tuple=True)
+    if ys.numel() == 0:
+        return out
+    energy = F.avg_pool2d(d.pow(2).sum(0)[None, None], p, stride=1)[0, 0][ys, xs]
+    keep = energy <= torch.quantile(energy[:: max(1, energy.numel() // 100_000)], DETAIL_QUANTILE)
+    ys, xs = ys[keep], xs[keep]
+    # the grid: patch origins at a stride of p / 2, covering the target with a margin
+    h = p // 2
+    tys, txs = torch.nonzero(target.to(dev), as_tuple=True)
+    gy0, gy1 = int(tys.min()) // h - 1, int(tys.max()) // h + 1
+    gx0, gx1 = int(txs.min()) // h - 1, int(txs.max()) // h + 1
+    gy, gx = torch.meshgrid(torch.arange(gy0, gy1 + 1, device=dev) * h, torch.arange(gx0, gx1 + 1, device=dev) * h,
+                            indexing="ij")
+    gy, gx = gy.flatten(), gx.flatten()
+    gen = torch.Generator().manual_seed(int(seed))
+    # each grid square takes the nearest of DETAIL_CANDIDATES random source squares: the detail comes
+    # from nearby skin (a cheek's grain for a cheek), and the choice stays random (no repeated tile)
+    cand = torch.randint(0, ys.numel(), (gy.numel(), DETAIL_CANDIDATES), generator=gen).to(dev)
+    dist = (ys[cand] - gy[:, None]).float() ** 2 + (xs[cand] - gx[:, None]).float() ** 2
+    pick = cand.gather(1, dist.argmin(1, keepdim=True))[:, 0]
+    oy, ox = ys[pick], xs[pick]
+    ar = torch.arange(p, device=dev)
+    sy = (oy[:, None] + ar[None])[:, :, None]  # (n, p, 1) source rows
+    sx = (ox[:, None] + ar[None])[:, None, :]  # (n, 1, p) source columns
+    w1 = _hann_window(p).to(dev)
+    w = (w1[:, None] * w1[None, :])[None]      # (1, p, p)
+    patches = d[:, sy, sx] * w[None]           # (3, n, p, p)
+    # accumulate into a padded canvas: destination rows gy + ar
+    pad = p
+    canvas = torch.zeros((3, S + 2 * pad, S + 2 * pad), device=dev)
+    wsq = torch.zeros((S + 2 * pad, S + 2 * pad), device=dev)
+    dy = (gy[:, None] + ar[None] + pad)[:, :, None].expand(-1, p, p)
+    dx = (gx[:, None] + ar[None] + pad)[:, None, :].expand(-1, p, p)
+    flat = (dy * canvas.shape[-1] + dx).flatten()
+    canvas.view(3, -1).index_add_(1, flat, patches.reshape(3, -1))
+    wsq.view(-1).index_add_(0, flat, (w * w).expand(gy.numel(), p, p).reshape(-1))
+    canvas = canvas[:, pad:pad + S, pad:pad + S]
+    wsq = wsq[pad:pad + S, pad:pad + S]
+    det = canvas / wsq.clamp_min(1e-6).sqrt()
+    return torch.where(target.to(dev)[None], det, out)

@@ -321,3 +321,48 @@ def _covers_eyes(faces: np.ndarray) -> bool:
             if counts.get((min(a, b), max(a, b)), 0) < 2:
                 return False
     return True
+
+
+#: Facial features of the 468-vertex topology, as MediaPipe's face-mesh connection sets name them
+#: (``mediapipe.solutions.face_mesh_connections``): where a face differs from skin.
+FEATURES = ("LEFT_EYE", "RIGHT_EYE", "LEFT_EYEBROW", "RIGHT_EYEBROW", "LIPS", "NOSE")
+#: Margin around each feature's outline, as a fraction of S (the lids and crease around an eye, the
+#: brow's hairs past its outline, the lip line).
+FEATURE_MARGIN = 1 / 32
+
+
+def feature_vertices() -> dict[str, np.ndarray]:
+    """The vertex indices of each facial feature (:data:`FEATURES`), from MediaPipe's connection
+    sets (bundled in the pinned wheel)."""
+    import mediapipe as mp
+
+    C = mp.solutions.face_mesh_connections
+
+    return {name: np.unique(np.array(sorted(getattr(C, f"FACEMESH_{name}")), dtype=np.int64))
+            for name in FEATURES}
+
+
+def feature_mask(layout: UVLayout, size: int, margin: float = FEATURE_MARGIN) -> np.ndarray:
+    """Texels of the facial features (eyes, brows, lips, nose) in a layout of the 468-vertex topology.
+
+    Each feature is the convex hull of its vertices' UVs, grown by ``margin * size`` texels.
+
+    Args:
+        layout: a layout of MediaPipe's topology (another vertex count gives no features).
+        size: texture size S.
+
+    Returns:
+        (S, S) bool; all False for a layout of another topology.
+    """
+    import cv2
+
+    out = np.zeros((size, size), np.uint8)
+    if layout.num_vertices != _NUM_VERTICES:
+        return out.astype(bool)
+    for idx in feature_vertices().values():
+        xy = layout.uv[idx] * size - 0.5
+        hull = cv2.convexHull(np.round(xy * 16).astype(np.int32))
+        cv2.fillConvexPoly(out, hull, 1, lineType=cv2.LINE_8, shift=4)
+    r = max(1, int(round(margin * size)))
+    out = cv2.dilate(out, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    return out.astype(bool)

@@ -12,9 +12,14 @@ one output folder and merges them into its ``report.json`` under ``"metrics"``.
   over the photo at the input pose, (b) renders turned to +-30 degrees of yaw on a plain grey
   background. dlib's 5-point shape predictor is given the projected mesh's 2D bounding box (no
   dlib detector). Lower is better; below :data:`SAME_PERSON` (0.6) dlib calls it the same person.
-* **Completion** (:func:`cheek_mask`, :func:`completion_probe`, :func:`completion_score`): hide the
-  cheek facing the camera with a photo mask (usable as ``--mask``), and score a texture made with
-  that mask on the texels the mask hid, against the unmasked unwrap's sampled texture.
+* **Completion** (:func:`probe_mask`, :func:`cheek_mask`, :func:`completion_probe`,
+  :func:`completion_score`): hide part of the face with a photo mask drawn from MediaPipe's
+  landmarks (usable as ``--mask``; :data:`PROBE_KINDS`: one cheek, a hair fringe over the brows and
+  one eye, both cheeks, a hand over the mouth and chin, sunglasses), and score a texture made with
+  that mask on the texels the mask hid, against the unmasked unwrap's sampled texture: PSNR, SSIM
+  and the detail ratio (:func:`detail_ratio`: the texture's band-pass luma contrast over the
+  truth's, 1 = as much fine detail as the photo; PSNR alone rewards a blur, the detail ratio alone
+  rewards noise, so a good completion needs both).
 * **Seam** (:func:`seam_ratio`): mean luma gradient magnitude across the boundary of V divided by
   the mean inside the face away from it; 1.0 = no seam.
 * **Cost** (:func:`cost`): the wall time (sum of ``timings_s``) and peak RSS when recorded.
@@ -55,7 +60,8 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "psnr", "ssim", "ssim_map", "bounding_box", "visible_fidelity", "IdentityModel", "identity_model", "identity_available", "identity_distances",
-    "EvalExtraMissing", "cheek_mask", "CompletionProbe", "completion_probe", "completion_score",
+    "EvalExtraMissing", "cheek_mask", "probe_mask", "PROBE_KINDS", "CompletionProbe", "completion_probe",
+    "completion_score", "detail_ratio", "dog_luma",
     "seam_ratio", "chroma_drift", "cost", "OutputFolder", "load_output", "geometry_from_folder", "evaluate_folder",
     "write_report_metrics", "SAME_PERSON", "EVAL_INSTALL_HINT",
 ]
@@ -79,6 +85,13 @@ TURNED_SIZE = 384
 CHEEK_RIGHT = (36, 50, 101, 117, 118, 119, 187, 203, 205, 206, 207, 216)
 #: A texture is "complete" when at least this fraction of its hidden layout texels is not black.
 COMPLETE_FRACTION = 0.9
+#: Kinds of completion probe mask (:func:`probe_mask`); ``"cheek"`` is :func:`cheek_mask`'s.
+PROBE_KINDS = ("cheek", "fringe", "cheeks", "hand", "sunglasses")
+#: Detail ratio (:func:`detail_ratio`): the difference-of-Gaussians sigmas and the erosion of the
+#: hidden texels, in texels at a texture of :data:`DETAIL_SIZE_REF` (scaled with S / 512).
+DETAIL_SIGMA = (1.0, 3.0)
+DETAIL_ERODE = 3
+DETAIL_SIZE_REF = 512
 
 EVAL_INSTALL_HINT = 'pip install "facerefiner[eval]"'
 
@@ -425,6 +438,139 @@ def cheek_mask(geometry: FaceGeometry, side: str = "auto", layout: UVLayout | No
     return m.astype(bool), side
 
 
+# MediaPipe face-mesh landmark indices of the probe masks (:func:`probe_mask`); each "_R" list is
+# on the subject's right, its "_L" partner the mirror (MediaPipe's topology is symmetric).
+_EYE_R, _EYE_L = (33, 133, 159, 145), (263, 362, 386, 374)  # outer and inner corner, top, bottom lid
+_BROW_R = (70, 63, 105, 66, 107, 46, 53, 52, 65, 55)  # upper edge outer to inner, lower edge outer to inner
+_BROW_L = (300, 293, 334, 296, 336, 276, 283, 282, 295, 285)
+#: Under the cheekbone to the nasolabial fold and down to the mouth corner's height.
+_CHEEK_R = (116, 117, 118, 119, 100, 142, 203, 206, 216, 212, 192, 213, 147, 123)
+_CHEEK_L = (345, 346, 347, 348, 329, 371, 423, 426, 436, 432, 416, 433, 376, 352)
+#: A lens: the brow's lower edge, the side of the nose, the top of the cheekbone and the outer orbit.
+_LENS_R = (46, 53, 52, 65, 55, 193, 245, 128, 121, 120, 119, 118, 117, 111, 143, 124)
+_LENS_L = (276, 283, 282, 295, 285, 417, 465, 357, 350, 349, 348, 347, 346, 340, 372, 353)
+#: The forehead row about a third of the eye distance above the brows, subject's right to left.
+_FOREHEAD_ROW = (71, 68, 104, 69, 108, 151, 337, 299, 333, 298, 301)
+#: The fringe's edge down the covered side: inner eye corner, under the eye, outer orbit, temple.
+_FRINGE_EYE_R = (168, 193, 245, 128, 121, 120, 119, 118, 117, 111, 143, 139)
+_FRINGE_EYE_L = (168, 417, 465, 357, 350, 349, 348, 347, 346, 340, 372, 368)
+#: Between the nose and the upper lip, beside the mouth, and the chin's contour.
+_MOUTH_CHIN = (167, 164, 393, 92, 322, 186, 410, 212, 432, 202, 422, 210, 430, 169, 394, 150, 379, 149, 378,
+               176, 400, 148, 377, 152)
+_BRIDGE = (193, 168, 417)
+#: The uncovered brow's lower edge is moved down by this fraction of the eye distance (its hair
+#: reaches below the landmarks); the hand and the lenses are grown outward by theirs.
+_FRINGE_BROW_MARGIN, _HAND_MARGIN, _LENS_MARGIN, _BRIDGE_WIDTH = 0.08, 0.04, 0.03, 0.09
+
+
+def _eye_frame(lm: np.ndarray) -> tuple[np.ndarray, float]:
+    """(up, eye distance) of (N, 2+) landmarks: ``up`` the (2,) image unit vector from the eyes
+    toward the forehead (perpendicular to the line from the right to the left eye's centre, the
+    mean of its corners); the distance (pixels) is 3D when the landmarks have a z (pixels), so it
+    does not shrink as the head turns."""
+    diff = lm[list(_EYE_L[:2])].mean(0) - lm[list(_EYE_R[:2])].mean(0)
+    u = diff[:2] / max(float(np.linalg.norm(diff[:2])), 1e-9)
+    return np.array([u[1], -u[0]]), float(np.linalg.norm(diff[:3]))
+
+
+def _grow(xy: np.ndarray, margin: float) -> np.ndarray:
+    """(N, 2) points moved ``margin`` pixels away from their centroid."""
+    d = xy - xy.mean(0)
+    return xy + margin * d / np.linalg.norm(d, axis=1, keepdims=True).clip(1e-9)
+
+
+def _facing_eye(lm: np.ndarray) -> str:
+    """The subject's eye that faces the camera more: the wider between its corners in the photo."""
+    w = {s: float(np.linalg.norm(lm[e[0], :2] - lm[e[1], :2])) for s, e in (("right", _EYE_R), ("left", _EYE_L))}
+    return max(w, key=w.get)
+
+
+def _probe(geometry: FaceGeometry, kind: str, side: str = "auto",
+           layout: UVLayout | None = None) -> tuple[np.ndarray, str]:
+    """:func:`probe_mask` and the side it chose (``"right"``/``"left"``; ``"both"`` for a symmetric kind)."""
+    import cv2
+
+    if kind not in PROBE_KINDS:
+        raise ValueError(f"probe kind must be one of {', '.join(PROBE_KINDS)}, got {kind!r}")
+    if side not in ("auto", "right", "left"):
+        raise ValueError(f"side must be 'right', 'left' or 'auto', got {side!r}")
+    if kind == "cheek":
+        return cheek_mask(geometry, side, layout)
+    lm = np.asarray(geometry.landmarks, dtype=np.float64)
+    if lm.ndim != 2 or lm.shape[0] < 468 or lm.shape[1] < 2:
+        raise ValueError(f"geometry.landmarks: expected (468+, 2+) MediaPipe landmarks, got {lm.shape}")
+    xy = lm[:, :2]
+    up, d = _eye_frame(lm)
+    w, h = geometry.camera.image_size
+    m = np.zeros((h, w), np.uint8)
+
+    def fill(pts: np.ndarray, convex: bool = True) -> None:
+        p = cv2.convexHull(pts.astype(np.float32))[:, 0].astype(np.float64) if convex else pts
+        # pixel (j, i) has its centre at (j + 0.5, i + 0.5): shift by half a pixel, 4 bits of subpixel
+        cv2.fillPoly(m, [np.round((p - 0.5) * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+
+    out_side = "both"
+    if kind == "fringe":
+        out_side = _facing_eye(lm) if side == "auto" else side
+        # the brows' lower edges outer to inner, and the covered side's edge from the nose bridge
+        brow_r, brow_l = xy[list(_BROW_R[5:])], xy[list(_BROW_L[5:])]
+        if out_side == "right":  # top row right -> left, down the left brow's tail, in along its
+            # lower edge (lowered), then down the right eye's inner side, under it and up its temple
+            poly = [xy[list(_FOREHEAD_ROW)], xy[[_BROW_L[0]]], brow_l - _FRINGE_BROW_MARGIN * d * up,
+                    xy[list(_FRINGE_EYE_R)]]
+        else:
+            poly = [xy[list(_FOREHEAD_ROW[::-1])], xy[[_BROW_R[0]]], brow_r - _FRINGE_BROW_MARGIN * d * up,
+                    xy[list(_FRINGE_EYE_L)]]
+        fill(np.concatenate(poly), convex=False)
+    elif kind == "cheeks":
+        fill(xy[list(_CHEEK_R)])
+        fill(xy[list(_CHEEK_L)])
+    elif kind == "hand":
+        fill(_grow(xy[list(_MOUTH_CHIN)], _HAND_MARGIN * d))
+    elif kind == "sunglasses":
+        fill(_grow(xy[list(_LENS_R)], _LENS_MARGIN * d))
+        fill(_grow(xy[list(_LENS_L)], _LENS_MARGIN * d))
+        bridge = np.round((xy[list(_BRIDGE)] - 0.5) * 16).astype(np.int32)
+        cv2.polylines(m, [bridge], False, 1, thickness=max(1, round(_BRIDGE_WIDTH * d)), lineType=cv2.LINE_8,
+                      shift=4)
+    return m.astype(bool), out_side
+
+
+def probe_mask(geometry: FaceGeometry, kind: str, side: str = "auto", layout: UVLayout | None = None) -> np.ndarray:
+    """A photo mask of the completion probe, drawn from MediaPipe's landmarks (not the mesh or the
+    UV layout), sized by the eye distance so that it scales with the face.
+
+    Kinds (:data:`PROBE_KINDS`; "right"/"left" are the subject's):
+
+    * ``"cheek"``: one cheek, :func:`cheek_mask` (the projected mesh's cheek vertices; the one
+      facing the camera for ``side="auto"``).
+    * ``"fringe"``: a hair fringe: a band from the forehead row about a third of the eye distance
+      above the brows down across both brows (the uncovered one's lower edge lowered by 8 % of the
+      eye distance) and over one eye to the top of its cheekbone; ``side="auto"`` covers the eye
+      facing the camera more (the wider one in the photo).
+    * ``"cheeks"``: both cheeks, from under the eyes (the lower lids stay visible) to the
+      nasolabial folds and down to the mouth corners' height.
+    * ``"hand"``: the mouth and chin, as a hand over them: between the nose and the upper lip,
+      beyond the mouth corners, down past the chin's contour.
+    * ``"sunglasses"``: two lenses (from each brow's lower edge to the top of the cheekbone, the
+      side of the nose to the outer orbit) and a bridge over the nose.
+
+    Args:
+        geometry: ``landmarks`` (478 or 468, 2+) photo pixels; the 3D eye distance uses their z.
+        kind: one of :data:`PROBE_KINDS`.
+        side: which side a one-sided kind (``cheek``, ``fringe``) hides: ``"right"``, ``"left"``
+            or ``"auto"``; ignored by the others.
+
+    Returns:
+        (H, W) bool mask of the photo (``camera.image_size``), True = hidden (write it as white
+        pixels to use it as ``--mask``).
+
+    Raises:
+        ValueError: an unknown kind or side, or landmarks that are not MediaPipe's.
+    """
+    return _probe(geometry, kind, side, layout)[0]
+
+
 @dataclass
 class CompletionProbe:
     """What a completion score compares against.
@@ -434,7 +580,9 @@ class CompletionProbe:
         hidden: (S, S) bool texels visible in the unmasked unwrap but hidden by the mask.
         reference: (3, S, S) float32 the unmasked unwrap's sampled texture.
         visibility: (S, S) bool V of the unmasked unwrap.
-        side: the cheek hidden (``"right"``/``"left"``), or ``"given"`` for a mask passed in.
+        side: the side a one-sided kind hid (``"right"``/``"left"``), ``"both"`` for the other
+            kinds, or ``"given"`` for a mask passed in.
+        kind: the probe's kind (:data:`PROBE_KINDS`), or ``"given"`` for a mask passed in.
     """
 
     mask: np.ndarray
@@ -442,51 +590,143 @@ class CompletionProbe:
     reference: torch.Tensor
     visibility: torch.Tensor
     side: str
+    kind: str = "cheek"
 
 
 def completion_probe(photo: np.ndarray, geometry: FaceGeometry, size: int = 512, layout: UVLayout | None = None,
-                     *, mask: np.ndarray | None = None, side: str = "auto",
+                     *, mask: np.ndarray | None = None, side: str = "auto", kind: str = "cheek",
                      cos_threshold: float | None = None) -> CompletionProbe:
-    """Unwrap the photo with and without a mask (default: :func:`cheek_mask`) and keep the texels
-    the mask hides.
+    """Unwrap the photo with and without a mask (default :func:`probe_mask` of ``kind``, today's
+    one cheek) and keep the texels the mask hides.
 
     Args:
         photo: (H, W, 3) uint8 RGB.
         size: texture size S.
-        mask: an (H, W) bool photo mask; default the cheek facing the camera.
+        mask: an (H, W) bool photo mask (then ``kind`` and ``side`` do not apply).
+        side: the side of a one-sided kind (see :func:`probe_mask`).
+        kind: one of :data:`PROBE_KINDS`.
     """
     from .unwrap import unwrap, uv_raster
 
     layout = layout or default_layout()
     if mask is None:
-        mask, side = cheek_mask(geometry, side, layout)
+        mask, side = _probe(geometry, kind, side, layout)
     else:
-        mask, side = np.asarray(mask, dtype=bool), "given"
+        mask, side, kind = np.asarray(mask, dtype=bool), "given", "given"
     uvr = uv_raster(layout, size)
     full = unwrap(photo, geometry, size, layout=layout, uvr=uvr, cos_threshold=cos_threshold)
     masked = unwrap(photo, geometry, size, layout=layout, uvr=uvr, mask=mask, cos_threshold=cos_threshold)
     hidden = full.visibility & ~masked.visibility
-    return CompletionProbe(mask=mask, hidden=hidden, reference=full.texture, visibility=full.visibility, side=side)
+    return CompletionProbe(mask=mask, hidden=hidden, reference=full.texture, visibility=full.visibility, side=side,
+                           kind=kind)
 
 
-def completion_score(texture: torch.Tensor, reference: torch.Tensor, hidden: torch.Tensor) -> dict[str, Any]:
-    """PSNR and SSIM of ``texture`` against ``reference`` on the ``hidden`` texels.
+def _luma(x: Any) -> np.ndarray:
+    """(S, S) float64 Rec. 601 luma of a (3, S, S) tensor / (S, S, 3) array, or the (S, S) image itself."""
+    img = _image(x)
+    return np.ascontiguousarray(img @ _LUMA if img.ndim == 3 else img)
+
+
+def dog_luma(texture: Any, sigma: tuple[float, float], valid: Any = None) -> np.ndarray:
+    """Difference of Gaussians of the luma: G(sigma[0]) - G(sigma[1]) (texels; reflected at the
+    border), a band-pass of the detail between the two scales.
+
+    With ``valid``, each blur is a normalised convolution over the valid texels only,
+    G(l w) / G(w) (w = valid), so that texels outside it (black outside V, outside the UV layout)
+    do not leak into the texels near its edge; (0 where G(w) is zero).
+
+    Args:
+        texture: (3, S, S) tensor, (S, S, 3) or (S, S) array in [0, 1].
+        valid: (S, S) bool, or None for every texel.
+
+    Returns:
+        (S, S) float64.
+    """
+    import cv2
+
+    lum = _luma(texture)
+    w = None if valid is None else _mask(valid, lum.shape).astype(np.float64)
+
+    def blur(a: np.ndarray, s: float) -> np.ndarray:
+        return cv2.GaussianBlur(a, (0, 0), sigmaX=float(s), sigmaY=float(s), borderType=cv2.BORDER_REFLECT)
+
+    if w is None:
+        return blur(lum, sigma[0]) - blur(lum, sigma[1])
+    out = np.zeros_like(lum)
+    for s, sign in ((sigma[0], 1.0), (sigma[1], -1.0)):
+        num, den = blur(lum * w, s), blur(w, s)
+        ok = den > 1e-6
+        out[ok] += sign * num[ok] / den[ok]
+    return out
+
+
+def detail_ratio(texture: Any, reference: Any, hidden: Any, sigma: tuple[float, float] = DETAIL_SIGMA,
+                 erode: float = DETAIL_ERODE, size_ref: int = DETAIL_SIZE_REF, valid: Any = None) -> float:
+    """How much fine detail a texture has where the photo was hidden, against the truth.
+
+    The standard deviation of :func:`dog_luma` (Rec. 601 luma; sigmas ``sigma`` texels) of
+    ``texture`` over the ``hidden`` texels eroded by ``erode`` texels, divided by the same for
+    ``reference``. Sigmas and erosion are given at a texture of ``size_ref`` texels and scale
+    with S / ``size_ref`` (the same face detail at every S). The band-pass is computed on the
+    whole texture (over ``valid`` only, when given) and then selected: the erosion keeps the
+    selected texels away from the edge of the hidden region, where a DoG mixes in what lies beside it.
+
+    1: as much band-pass contrast as the truth; 0: flat (a blur); above 1: more than the truth
+    (noise, over-sharpening). A ratio near 1 alone does not make a good completion (noise of the
+    right strength scores 1): read it with the PSNR.
+
+    Args:
+        texture: (3, S, S) tensor or (S, S, 3) array in [0, 1], made without the hidden texels.
+        reference: the same shape, the truth (the unmasked unwrap's sampled texture).
+        hidden: (S, S) bool texels that count.
+        valid: (S, S) bool texels the band-pass may draw on (e.g. V of the unmasked unwrap, where
+            the truth is the photo); None: every texel.
+
+    Returns:
+        The ratio (float; nan when no texel remains after the erosion or the truth is flat there).
+    """
+    import cv2
+
+    t, r = _luma(texture), _luma(reference)
+    if t.shape != r.shape:
+        raise ValueError(f"texture {t.shape} and reference {r.shape} differ in shape")
+    if len(sigma) != 2 or not 0 < sigma[0] < sigma[1]:
+        raise ValueError(f"sigma must be two increasing positive numbers, got {sigma!r}")
+    k = t.shape[0] / float(size_ref)
+    s = (sigma[0] * k, sigma[1] * k)
+    sel = _mask(hidden, t.shape).astype(np.uint8)
+    rad = round(erode * k)
+    if rad > 0:
+        se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rad + 1, 2 * rad + 1))
+        sel = cv2.erode(sel, se, borderValue=0)
+    sel = sel.astype(bool)
+    if not sel.any():
+        return float("nan")
+    dt, dr = dog_luma(t, s, valid)[sel].std(), dog_luma(r, s, valid)[sel].std()
+    return float(dt / dr) if dr > 0 else float("nan")
+
+
+def completion_score(texture: torch.Tensor, reference: torch.Tensor, hidden: torch.Tensor,
+                     valid: torch.Tensor | None = None) -> dict[str, Any]:
+    """PSNR, SSIM and detail ratio of ``texture`` against ``reference`` on the ``hidden`` texels.
 
     Args:
         texture: (3, S, S) float in [0, 1], made without seeing the hidden texels.
         reference: (3, S, S) the unmasked sampled texture (:attr:`CompletionProbe.reference`).
         hidden: (S, S) bool (:attr:`CompletionProbe.hidden`).
+        valid: (S, S) bool texels the detail ratio's band-pass may draw on
+            (:attr:`CompletionProbe.visibility`, where the reference is the photo); None: all.
 
     Returns:
-        ``{"psnr", "ssim", "texels"}``; SSIM is the map on the whole texture averaged over the
-        hidden texels (see :func:`ssim`).
+        ``{"psnr", "ssim", "detail", "texels"}``; SSIM is the map on the whole texture averaged
+        over the hidden texels (see :func:`ssim`); ``detail`` is :func:`detail_ratio`.
     """
     tex = texture.detach().float()
     if tex.shape[-2:] != hidden.shape:
         tex = torch.nn.functional.interpolate(tex[None], size=tuple(hidden.shape), mode="bilinear",
                                               align_corners=False, antialias=True)[0]
     return {"psnr": psnr(reference, tex, hidden), "ssim": ssim(reference, tex, hidden),
-            "texels": int(hidden.sum())}
+            "detail": detail_ratio(tex, reference, hidden, valid=valid), "texels": int(hidden.sum())}
 
 
 def chroma_drift(texture: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor, sigma: float,
@@ -761,8 +1001,10 @@ def evaluate_folder(folder: str | os.PathLike, *, identity: bool = True,
     Metrics that do not apply are recorded as ``{"skipped": reason}``: identity without the
     ``eval`` extra (or with ``identity=False``); the turned identity renders, completion and seam
     for an incomplete texture (``unwrap``'s sampled texture); completion for a folder made without
-    ``--mask`` (its hidden texels are those visible in an unmasked unwrap of the photo but not in
-    the folder's V, scored against that unwrap's sampled texture).
+    ``--mask``. The mask may be any photo mask (e.g. a :func:`probe_mask` of any kind, named by
+    ``report["settings"]["mask"]``): the hidden texels are those visible in an unmasked unwrap of
+    the photo but not in the folder's V, scored against that unwrap's sampled texture
+    (:func:`completion_score`: PSNR, SSIM and the detail ratio, its band-pass over that unwrap's V).
 
     Args:
         folder: OUT/<face> of ``facerefiner unwrap`` or ``refine``.
@@ -812,7 +1054,7 @@ def evaluate_folder(folder: str | os.PathLike, *, identity: bool = True,
     if not out.complete:
         m["completion"] = {"skipped": incomplete}
     elif not mask_used:
-        m["completion"] = {"skipped": "made without --mask (see facerefiner.metrics.cheek_mask)"}
+        m["completion"] = {"skipped": "made without --mask (see facerefiner.metrics.probe_mask)"}
     else:
         def _completion() -> dict[str, Any]:
             from .unwrap import unwrap
@@ -822,7 +1064,7 @@ def evaluate_folder(folder: str | os.PathLike, *, identity: bool = True,
             hidden = full.visibility & ~out.visibility
             if not bool(hidden.any()):
                 return {"skipped": "the mask hides no texel that the photo shows"}
-            return {**completion_score(out.texture, full.texture, hidden), "mask": str(mask_used)}
+            return {**completion_score(out.texture, full.texture, hidden, full.visibility), "mask": str(mask_used)}
 
         m["completion"] = timed("completion", _completion)
     m["seam"] = timed("seam", lambda: seam_ratio(out.texture, out.visibility, out.valid)) if out.complete \

@@ -63,6 +63,8 @@ class PhotoResult:
     path: Path
     faces: list[FaceOutput] = field(default_factory=list)
     error: str | None = None
+    notes: list[str] = field(default_factory=list)
+    """One-line notices about the result (e.g. hidden eyes filled without a prior)."""
     faces_in_photo: int = 0
     """Faces found in the photo (of at least ``min_face`` pixels); more than ``len(faces)`` when
     only the largest was processed (no ``all_faces``)."""
@@ -210,6 +212,8 @@ class RefineOptions(UnwrapConfig):
     """Your own content texture I_C (this project's UV layout); resampled to the texture size."""
     device: str = "auto"
     """cpu, cuda or auto."""
+    prior: Path | None = None
+    """A face-texture prior (``facerefiner prior build``) for hidden eyes, brows, lips and nose."""
     export_size: int | None = None
     """Write texture.png (and mesh.glb's texture) at this size: the refined texture upsampled, with
     the photo's own texels where it shows the face (None: the optimisation's size)."""
@@ -222,10 +226,11 @@ def load_content(path: Path) -> torch.Tensor:
 
 def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *, layout: UVLayout | None = None,
                  detector: FaceMeshDetector | None = None, extractor: tuple | None = None,
-                 on_stage: Callable[[str], None] | None = None,
+                 prior: Any = None, on_stage: Callable[[str], None] | None = None,
                  on_step: Callable[[dict], None] | None = None) -> PhotoResult:
     """Reconstruct, unwrap, complete and refine one photo; write each face's folder under ``out_root``.
 
+    ``prior``: a loaded :class:`facerefiner.prior.TexturePrior` (default: ``opts.prior`` is read).
     User errors are caught and returned in :attr:`PhotoResult.error` (one line).
     """
     from .refine import config_dict, refine, upscale_texture
@@ -237,13 +242,17 @@ def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *
         stage = on_stage or (lambda s: None)
         rgb, mask, geos, res.faces_in_photo, (t0, _, t2) = _load_and_detect(path, opts, detector, stage)
         content = load_content(opts.content) if opts.content else None
+        if prior is None and opts.prior:
+            from .prior import load_prior
+
+            prior = load_prior(opts.prior, layout)
         t_load = t2 - t0
         names = face_folder_names(Path(path).stem, len(geos), opts.all_faces)
         for k, (name, geo) in enumerate(zip(names, geos)):
             stage("refine")
             try:
                 r = refine(rgb, geo, config=config, content=content, mask=mask, extractor=extractor, layout=layout,
-                           device=opts.device, on_step=on_step)
+                           device=opts.device, on_step=on_step, prior=prior)
             except NothingVisibleError as e:  # name the file that hid everything
                 raise NothingVisibleError(f"{opts.mask or path}: {e}") from None
             stage("write")
@@ -254,7 +263,10 @@ def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *
             extra = {"face_index": k, "photo_faces": len(geos), "faces_in_photo": res.faces_in_photo,
                      "refine": {"config": config_dict(config), "features": r.features, "device": r.device,
                                 "loss_history": r.history,
-                                "content": str(opts.content) if opts.content else "facerefiner.complete"}}
+                                "content": str(opts.content) if opts.content else "facerefiner.complete"},
+                     "synthesis": r.extra.get("synthesis", {})}
+            if r.extra.get("synthesis", {}).get("notice"):
+                res.notes.append(f"{name}: {r.extra['synthesis']['notice']}")
             out_tex = r.texture
             if opts.export_size and opts.export_size != r.texture.shape[-1]:
                 stage("export")

@@ -191,7 +191,7 @@ class FaceMeshDetector:
         self.min_confidence = min_confidence
         self._multi = None
         self._single = None
-        self._ran: set[int] = set()  # graphs that have run once (their first run logs natively)
+        self._ran: set[int] = set()  # graphs that have found a face once (until then they log natively)
         self._lock = threading.Lock()
 
     def _mesh(self, n: int):
@@ -214,10 +214,11 @@ class FaceMeshDetector:
         h, w = rgb.shape[:2]
         if id(mesh) in self._ran:
             res = mesh.process(np.ascontiguousarray(rgb))
-        else:
+        else:  # quiet until the graph has found a face once (its landmark stage warns on that run)
             with native_logs_quiet():
                 res = mesh.process(np.ascontiguousarray(rgb))
-            self._ran.add(id(mesh))
+            if res.multi_face_landmarks:
+                self._ran.add(id(mesh))
         out = []
         for face in res.multi_face_landmarks or []:
             a = np.array([(p.x * w, p.y * h, p.z * w) for p in face.landmark], dtype=np.float64)

@@ -53,8 +53,7 @@ import torch.nn.functional as F
 
 from . import losses as L
 from . import render as R
-from .check import check_shape
-from .complete import complete, extend_outside
+from .complete import complete, extend_outside, lowpass
 from .errors import FaceRefinerError
 from .features import FeatureExtractor, get_extractor
 from .layout import UVLayout, default_layout
@@ -154,6 +153,13 @@ class RefineConfig:
     fill, lit by the photo's texels around the hole, is the better estimate. None: off (the paper,
     whose content texture is a morphable model's albedo with no shading of its own)."""
 
+    detail: bool = False
+    """Start from a content texture whose hidden texels without a visible mirror carry fine detail
+    made of the person's own visible skin (:func:`facerefiner.complete.synthesize_detail`), not a
+    smooth Poisson fill: the optimisation's short schedules barely move away from its start, so the
+    detail has to be there already (the refinement then makes it coherent). False: the smooth fill
+    (the paper, whose content texture is a morphable model's albedo)."""
+
     def __post_init__(self) -> None:
         if not self.steps or len(self.steps) > self.levels + 1:
             raise ValueError(f"steps {self.steps}: one entry per scale, 1 to levels + 1 = {self.levels + 1} scales")
@@ -195,9 +201,9 @@ PRESETS: dict[str, RefineConfig] = {
     # measured against the previous default (60 + 20 steps x 2 passes, full texture, exact losses)
     "default": RefineConfig(steps=(40, 12), passes=1, lr=0.03, keep_visible=True, content_samples=1024,
                             crop=256, crop_levels=1, nn_dims=128, nn_candidates=8, moment_channels=512,
-                            render_visible=True, keep_shading=1 / 128),
+                            render_visible=True, keep_shading=1 / 128, detail=True),
     "quick": RefineConfig(size=128, steps=(20, 20), passes=1, lr=0.03, content_samples=512, style_samples=256,
-                          keep_visible=True, render_visible=True),
+                          keep_visible=True, render_visible=True, detail=True),
 }
 
 
@@ -424,36 +430,6 @@ def is_grey(texture: torch.Tensor, mask: torch.Tensor | None = None) -> bool:
     return float(torch.quantile(flat, 0.99)) <= GREY_SPREAD
 
 
-def lowpass(texture: torch.Tensor, valid: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur of a texture inside its layout (normalised convolution: texels outside
-    ``valid`` neither contribute nor dilute).
-
-    Args:
-        texture: (C, S, S) float tensor.
-        valid: (S, S) bool texels inside the layout.
-        sigma: Gaussian sigma in texels (> 0).
-
-    Raises:
-        ShapeError: ``texture`` is not (C, H, W) or ``valid`` not (H, W).
-
-    Returns:
-        (C, S, S) tensor of ``texture``'s dtype and device; texels outside ``valid`` (and any that
-        no valid texel reaches) are 0. A texture constant on ``valid`` comes back unchanged there.
-    """
-    check_shape(texture, ["C", "H", "W"], "texture")
-    check_shape(valid, [str(n) for n in texture.shape[-2:]], "valid")
-    r = max(1, int(np.ceil(3.0 * sigma)))
-    x = torch.arange(-r, r + 1, device=texture.device, dtype=texture.dtype)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    k = k / k.sum()
-    w = valid.to(texture.dtype)[None]
-    stack = torch.cat([texture * w, w])[:, None]  # (C + 1, 1, S, S)
-    stack = F.conv2d(F.pad(stack, (r, r, 0, 0)), k.view(1, 1, 1, -1))
-    stack = F.conv2d(F.pad(stack, (0, 0, r, r)), k.view(1, 1, -1, 1))[:, 0]
-    num, den = stack[:-1], stack[-1:]
-    return torch.where((den > 1e-6) & valid[None], num / den.clamp_min(1e-6), torch.zeros_like(num))
-
-
 def keep_shading(texture: torch.Tensor, content: torch.Tensor, visibility: torch.Tensor, valid: torch.Tensor,
                  sigma: float, width: float, weight: torch.Tensor | None = None) -> torch.Tensor:
     """The texture with the hidden region's low frequencies replaced by the content texture's
@@ -668,7 +644,7 @@ def refine(image: np.ndarray, geometry: FaceGeometry | None = None, *, config: R
            extractor: tuple[FeatureExtractor, dict] | None = None, layout: UVLayout | None = None,
            device: str = "auto", render: bool = True, vgg_weights: str | Path | None = None,
            vgg_format: str = "auto", on_step: StepCallback | None = None,
-           unwrapped: UnwrapResult | None = None) -> RefineResult:
+           unwrapped: UnwrapResult | None = None, prior: Any = None) -> RefineResult:
     """One photo in, a refined complete texture out.
 
     Args:
@@ -683,6 +659,13 @@ def refine(image: np.ndarray, geometry: FaceGeometry | None = None, *, config: R
         render: False drops the rendering term (the STROTSS ablation).
         on_step: progress callback (see :func:`refine_texture`).
         unwrapped: a precomputed :func:`facerefiner.unwrap` of this photo at ``config.size``.
+        prior: an optional :class:`facerefiner.prior.TexturePrior`: the structure of hidden eyes,
+            brows, lips and nose without a visible mirror comes from it (:func:`facerefiner.prior.fit`;
+            entries made from this very photo are left out). Only with the default content texture.
+
+    The synthesis is recorded in ``RefineResult.extra["synthesis"]``: whether detail was added,
+    the prior's entries and weights, the share of the facial features hidden without a mirror, and
+    a ``notice`` when such features were filled without a prior.
     """
     from .reconstruct import reconstruct
 
@@ -698,8 +681,23 @@ def refine(image: np.ndarray, geometry: FaceGeometry | None = None, *, config: R
     un = unwrapped or unwrap(image, geo, cfg.size, layout=layout, mask=mask, uvr=uvr)
     t["unwrap"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    synthesis: dict[str, Any] = {"detail": bool(cfg.detail and content is None)}
     if content is None:
-        initial = complete(un.texture, un.visibility, layout, uvr=uvr)
+        guide = None
+        hidden_features = synthesis_report(un.visibility, layout, uvr)
+        synthesis["hidden_features"] = round(hidden_features, 4)
+        if prior is not None:
+            from .prior import fit, photo_digest
+
+            img, where, info = fit(prior, un.texture, un.visibility, uvr.valid, exclude=[photo_digest(image)])
+            guide = (img, where)
+            synthesis["prior"] = info
+        elif hidden_features > HIDDEN_FEATURES_NOTICE:
+            synthesis["notice"] = (f"{hidden_features:.0%} of the eyes, brows, lips and nose are hidden with no "
+                                   "visible mirror and were filled without a prior (as skin); --prior FILE gives "
+                                   "them structure (facerefiner prior build)")
+        initial = complete(un.texture, un.visibility, layout, uvr=uvr, detail=cfg.detail, seed=cfg.seed,
+                           guide=guide)
     else:
         initial = prepare_content(content, cfg.size, uvr.valid)
     t["complete"] = time.perf_counter() - t0
@@ -718,7 +716,27 @@ def refine(image: np.ndarray, geometry: FaceGeometry | None = None, *, config: R
     t["optimise"] = time.perf_counter() - t0
     return RefineResult(texture=tex.cpu(), sampled=un.texture, visibility=un.visibility, initial=initial.cpu(),
                         geometry=geo, history=hist, features=info, timings=t, config=cfg, device=str(dev),
-                        unwrapped=un)
+                        unwrapped=un, extra={"synthesis": synthesis})
+
+
+#: A notice is given when more than this share of the facial features' texels is hidden with no
+#: visible mirror and no prior is given.
+HIDDEN_FEATURES_NOTICE = 0.02
+
+
+def synthesis_report(visibility: torch.Tensor, layout: UVLayout, uvr: Any) -> float:
+    """Share of the facial features' texels (:func:`facerefiner.layout.feature_mask`) that are
+    hidden and whose mirror texel is hidden too (what only a prior can give structure)."""
+    from .complete import mirror_texture, mirror_uv
+    from .layout import feature_mask
+
+    S = visibility.shape[-1]
+    feat = torch.from_numpy(feature_mask(layout, S)) & uvr.valid.cpu()
+    if not bool(feat.any()) or layout.mirror is None:
+        return 0.0
+    vis = visibility.cpu() & uvr.valid.cpu()
+    mir_vis = mirror_texture(vis[None].float(), mirror_uv(layout, S, uvr))[0] > 0.999
+    return float((feat & ~vis & ~mir_vis).sum()) / float(feat.sum())
 
 
 def upscale_texture(image: np.ndarray, geometry: FaceGeometry, texture: torch.Tensor, size: int, *,

@@ -74,6 +74,8 @@ def run_photos(photos: Sequence[Path], work: Callable[..., PhotoResult], *, out:
                         if found > len(r.folders) else "")
                 for f in r.folders:
                     err.print(f"[green]ok[/green] {p} -> {escape(str(Path(out) / f))}{more}", highlight=False)
+                for note in (r.result.notes if r.result is not None else []):
+                    err.print(f"[yellow]notice:[/yellow] {escape(note)}", highlight=False)
             elif r.status == SKIPPED:
                 err.print(f"[cyan]skipped[/cyan] {p}: {escape(', '.join(r.folders))} already done "
                           "(--overwrite redoes it)", highlight=False)

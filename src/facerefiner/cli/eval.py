@@ -39,7 +39,8 @@ def _row(name: str, m: dict[str, Any]) -> list[str]:
     turned = idn.get("turned") or {}
     return [name, _num(fid.get("psnr"), ".2f"), _num(fid.get("ssim"), ".4f"), _num(idn.get("render"), ".3f"),
             _num(turned.get("+30"), ".3f"), _num(turned.get("-30"), ".3f"), _num(com.get("psnr"), ".2f"),
-            _num(com.get("ssim"), ".4f"), _num(seam.get("ratio"), ".3f"), _num(seam.get("local_ratio"), ".3f"),
+            _num(com.get("ssim"), ".4f"), _num(com.get("detail"), ".3f"), _num(seam.get("ratio"), ".3f"),
+            _num(seam.get("local_ratio"), ".3f"),
             _num((m.get("cost") or {}).get("wall_s"), ".1f")]
 
 
@@ -49,8 +50,9 @@ def eval_cmd(
     no_identity: bool = typer.Option(False, "--no-identity", help="Skip the identity metric (dlib face descriptors)."),
     photo: Optional[Path] = typer.Option(None, "--photo", help="The photo, when report.json's 'input' no longer points to it (one folder only)."),
 ) -> None:
-    """Measure fidelity, identity, completion and seams of output folders; write them into each
-    folder's report.json under "metrics" and print a table."""
+    """Measure fidelity, identity, completion and seams of output folders; write them into each folder's report.json under "metrics" and print a table.
+
+    Completion needs a folder made with --mask (any photo mask, e.g. one of facerefiner.metrics.probe_mask's kinds): its texture is scored on the texels an unmasked unwrap shows and the folder's V does not (fill PSNR, SSIM and detail ratio: 1 = as much fine detail as the photo there, 0 = a blur)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -96,7 +98,7 @@ def eval_cmd(
     if rows:
         table = Table(box=None, pad_edge=False)
         table.add_column("folder", no_wrap=True)
-        for c in ( "PSNR", "SSIM", "ID", "ID+30", "ID-30", "fill PSNR", "fill SSIM", "seam",
+        for c in ("PSNR", "SSIM", "ID", "ID+30", "ID-30", "fill PSNR", "fill SSIM", "fill detail", "seam",
                   "seam loc", "wall s"):
             table.add_column(c, justify="right", no_wrap=True)
         for r in rows:

@@ -35,6 +35,7 @@ def refine_cmd(
     all_faces: bool = typer.Option(False, "--all-faces", help="Every face of a photo into its own folder (<stem>_face0, ...)."),
     min_face: float = typer.Option(64.0, "--min-face", help="Ignore faces smaller than this many pixels across."),
     uv_layout: Optional[Path] = typer.Option(None, "--uv-layout", help="OBJ with UVs for MediaPipe's 468-vertex topology."),
+    prior: Optional[Path] = typer.Option(None, "--prior", help="A face-texture prior (facerefiner prior build): hidden eyes, brows, lips and nose that the mirror cannot fill get its structure; without one they are filled as skin."),
     export_size: Optional[int] = typer.Option(None, "--export-size", help="Write texture.png (and mesh.glb's texture) at this size, e.g. 1024 or 2048: the refined texture upsampled, with the photo's own detail where it shows the face."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo photos whose folders in OUT are already complete (default: skip them, so a rerun resumes)."),
 ) -> None:
@@ -78,7 +79,7 @@ def refine_cmd(
     if export_size is not None and not cfg.size <= export_size <= 4096:
         usage_error(f"--export-size must be between the texture size {cfg.size} and 4096, got {export_size}")
     opts = RefineOptions(size=cfg.size, all_faces=all_faces, min_face=min_face, uv_layout=uv_layout, mask=mask,
-                         content=content, device=device, export_size=export_size)
+                         content=content, device=device, export_size=export_size, prior=prior)
     try:
         check_writable_dir(out)
         layout = load_layout(uv_layout)
@@ -86,6 +87,11 @@ def refine_cmd(
             usage_error(f"{mask}: no such file (--mask)")
         if content is not None:
             load_content(content)
+        loaded_prior = None
+        if prior is not None:
+            from ..prior import load_prior
+
+            loaded_prior = load_prior(prior, layout)
         dev = resolve_device(device)
         if dev.type == "cpu":
             check_memory(refine_memory_mb(cfg, export_size=export_size), "--size", cfg.size,
@@ -97,7 +103,8 @@ def refine_cmd(
     if extractor[1].get("notice"):
         err.print(f"[yellow]notice:[/yellow] {extractor[1]['notice']}", highlight=False)
     result = run_photos(files, lambda p, stage, step: refine_photo(p, out, opts, cfg, layout=layout,
-                                                                   extractor=extractor, on_stage=stage,
+                                                                   extractor=extractor, prior=loaded_prior,
+                                                                   on_stage=stage,
                                                                    on_step=step),
                         out=out, command="refine", all_faces=all_faces, overwrite=overwrite)
     finish(result)

@@ -1,0 +1,141 @@
+"""facerefiner.complete: the Poisson completion, the detail synthesis and the prior-guided fill;
+facerefiner.prior: building, saving, loading and fitting a face-texture prior."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import importlib
+
+C = importlib.import_module("facerefiner.complete")
+P = importlib.import_module("facerefiner.prior")
+from facerefiner.errors import InputError, NothingVisibleError
+from facerefiner.layout import default_layout, feature_mask, feature_vertices
+from facerefiner.unwrap import uv_raster
+
+from conftest import FACES, need
+
+
+def _grain(S: int, seed: int, amp: float = 0.05) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return 0.5 + amp * torch.randn(3, S, S, generator=g)
+
+
+def test_synthesize_detail_keeps_the_sources_amplitude_and_only_fills_the_target():
+    S = 256
+    tex = _grain(S, 0)
+    vis = torch.zeros(S, S, dtype=torch.bool)
+    vis[:, :140] = True
+    target = ~vis
+    target[:, 240:] = False
+    d = C.synthesize_detail(tex, vis, target, seed=1)
+    src = C.detail_layer(tex, vis, C.DETAIL_SIGMA * S if C.DETAIL_SIGMA * S >= 1 else 1.0)[:, vis]
+    assert d.shape == tex.shape and d.dtype == torch.float32
+    assert torch.count_nonzero(d[:, ~target]) == 0
+    # white-noise source: the blended squares keep its std within 10 % (no fading where they overlap)
+    ratio = float(d[:, target].std() / src.std())
+    assert 0.9 < ratio < 1.1, ratio
+    assert abs(float(d[:, target].mean())) < 0.005  # zero-mean: no colour shift
+    assert torch.equal(d, C.synthesize_detail(tex, vis, target, seed=1))  # same seed, same detail
+    assert not torch.equal(d, C.synthesize_detail(tex, vis, target, seed=2))
+    # no square fits in a source thinner than the square: nothing is made up
+    thin = torch.zeros(S, S, dtype=torch.bool)
+    thin[:, :4] = True
+    assert torch.count_nonzero(C.synthesize_detail(tex, thin, ~thin)) == 0
+
+
+def test_complete_with_detail_adds_grain_only_where_the_mirror_cannot_fill():
+    S = 128
+    lay = default_layout()
+    uvr = uv_raster(lay, S)
+    tex = _grain(S, 3)
+    vis = uvr.valid.clone()
+    vis[: S // 2] = False                      # the upper half (both sides): no mirror there
+    smooth = C.complete(tex, vis, lay, uvr=uvr)
+    grainy = C.complete(tex, vis, lay, uvr=uvr, detail=True, seed=0)
+    hid = uvr.valid & ~vis
+    assert torch.equal(smooth[:, vis], tex[:, vis].clamp(0, 1)) or torch.allclose(smooth[:, vis], tex[:, vis].clamp(0, 1))
+    assert torch.allclose(grainy[:, vis], smooth[:, vis])
+    d_smooth = C.detail_layer(smooth, hid, 2.0)[:, hid].std()
+    d_grainy = C.detail_layer(grainy, hid, 2.0)[:, hid].std()
+    d_truth = C.detail_layer(tex, uvr.valid, 2.0)[:, uvr.valid].std()
+    assert d_smooth < 0.2 * d_truth and 0.6 * d_truth < d_grainy < 1.4 * d_truth, (d_smooth, d_grainy, d_truth)
+
+
+def test_an_all_hidden_texture_is_a_typed_error():
+    S = 64
+    with pytest.raises(NothingVisibleError, match="no texel of the face is visible"):
+        C.complete(torch.zeros(3, S, S), torch.zeros(S, S, dtype=torch.bool))
+
+
+def _brow_face(S: int, lay) -> tuple[torch.Tensor, torch.Tensor]:
+    """A skin-grey face texture with dark brows (at the layout's brow vertices), and the brows' texels."""
+    import cv2
+
+    brow = np.zeros((S, S), np.uint8)
+    fv = feature_vertices()
+    for name in ("LEFT_EYEBROW", "RIGHT_EYEBROW"):
+        hull = cv2.convexHull(np.round(lay.uv[fv[name]] * S - 0.5).astype(np.int32))
+        cv2.fillConvexPoly(brow, hull, 1)
+    brow_t = torch.from_numpy(brow.astype(bool))
+    tex = torch.full((3, S, S), 0.7)
+    tex[:, brow_t] = 0.25
+    return tex, brow_t
+
+
+def test_a_hidden_brow_comes_back_darker_than_the_skin_with_a_prior():
+    """Both brows hidden (no mirror can fill them): without a prior the fill is skin; with a prior
+    whose faces have brows there, the synthesised brows are darker than the skin around them."""
+    S = 128
+    lay = default_layout()
+    uvr = uv_raster(lay, S)
+    tex, brow = _brow_face(S, lay)
+    import cv2
+
+    hide = torch.from_numpy(cv2.dilate(brow.numpy().astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool))
+    vis = uvr.valid & ~hide
+    ring = torch.from_numpy(cv2.dilate(hide.numpy().astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)) & vis
+    # a prior of two other "faces": same brows, other skin tones and exposure
+    entries = [(tex * 0.8).clamp(0, 1), (tex * 1.2).clamp(0, 1)]
+    prior = P.TexturePrior(textures=np.stack([(e.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for e in entries]),
+                           masks=np.stack([uvr.valid.numpy()] * 2), digests=("a", "b"), sources=("a.png", "b.png"),
+                           layout=lay.name)
+    img, where, info = P.fit(prior, tex, vis, uvr.valid)
+    assert len(info["entries"]) == 2 and abs(sum(e["weight"] for e in info["entries"]) - 1) < 1e-6
+    assert bool(where[brow].all())
+    plain = C.complete(tex, vis, lay, uvr=uvr)
+    guided = C.complete(tex, vis, lay, uvr=uvr, guide=(img, where))
+    skin = float(tex[:, ring].mean())
+    assert abs(float(plain[:, brow].mean()) - skin) < 0.05           # a smooth skin fill: no brow
+    assert float(guided[:, brow].mean()) < skin - 0.15                # the brow is back, darker
+    # the photo being completed never completes itself
+    _, where_none, info_none = P.fit(prior, tex, vis, uvr.valid, exclude=["a", "b"])
+    assert info_none["excluded"] == 2 and not bool(where_none.any())
+
+
+def test_feature_mask_covers_the_features_and_not_the_cheeks():
+    lay = default_layout()
+    m = feature_mask(lay, 256)
+    fv = feature_vertices()
+    for name, idx in fv.items():
+        xy = np.clip((lay.uv[idx] * 256).astype(int), 0, 255)
+        assert m[xy[:, 1], xy[:, 0]].all(), name
+    cheeks = np.clip((lay.uv[[50, 280, 205, 425]] * 256).astype(int), 0, 255)
+    assert not m[cheeks[:, 1], cheeks[:, 0]].any()
+    assert m.mean() < 0.25
+
+
+def test_prior_build_save_load_and_errors(tmp_path):
+    photos = [need(FACES / "deca_exp_1.jpg"), need(FACES / "ffhq_00128.png")]
+    prior = P.build_prior(photos + [photos[0]], size=64)
+    assert len(prior) == 2 and prior.textures.shape == (2, 64, 64, 3) and prior.masks.mean() > 0.3
+    f = P.save_prior(prior, tmp_path / "prior.npz")
+    back = P.load_prior(f)
+    assert np.array_equal(back.textures, prior.textures) and back.digests == prior.digests
+    (tmp_path / "bad.npz").write_bytes(b"not a prior")
+    with pytest.raises(InputError, match="bad.npz: not a facerefiner prior"):
+        P.load_prior(tmp_path / "bad.npz")
+    with pytest.raises(InputError, match="no such file"):
+        P.load_prior(tmp_path / "none.npz")
