@@ -281,7 +281,7 @@ def test_refine_says_hidden_features_need_a_prior_and_uses_one(tmp_path, ffhq_ph
     notes = [ln for ln in r.output.splitlines() if ln.startswith("notice:")]
     assert len(notes) == 1 and "without a prior" in notes[0] and "--prior" in notes[0], r.output
     syn = json.loads((tmp_path / "plain" / "ffhq_00128" / "report.json").read_text())["synthesis"]
-    assert syn["detail"] is True and syn["hidden_features"] > 0.1 and "prior" not in syn
+    assert syn["detail"] is True and syn["hidden_features"]["LEFT_EYE"] > 0.5 and "prior" not in syn
     others = [need(FACES / "deca_exp_1.jpg"), need(FACES / "deca_vox_id04657.jpg")]
     r = run("prior", "build", *others, ffhq_photo, "-o", tmp_path / "prior.npz", "--size", 64)
     assert r.exit_code == 0 and "3 faces" in r.output, r.output

@@ -1608,17 +1608,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _choose(parser: argparse.ArgumentParser, flag: str, raw: str, choices: list[str], what: str) -> list[str]:
+    """A comma-separated list of ``choices`` (or ``all``), duplicates dropped; a usage error names
+    the unknown ones."""
+    picked = [m.strip() for m in raw.split(",") if m.strip()]
+    if picked == ["all"]:
+        picked = list(choices)
+    bad = [m for m in picked if m not in choices]
+    if bad or not picked:
+        parser.error(f"{flag}: unknown {what}(s) {', '.join(map(repr, bad)) or '(none given)'}; "
+                     f"choose from {', '.join(choices)} or all")
+    return list(dict.fromkeys(picked))
+
+
 def settings_from_args(a: argparse.Namespace, parser: argparse.ArgumentParser) -> BenchSettings:
     from .refine import PRESETS
 
-    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
-    if methods == ["all"]:
-        methods = list(METHODS)
-    bad = [m for m in methods if m not in METHODS]
-    if bad or not methods:
-        parser.error(f"--methods: unknown method(s) {', '.join(map(repr, bad)) or '(none given)'}; "
-                     f"choose from {', '.join(METHODS)}")
-    methods = list(dict.fromkeys(methods))
+    methods = _choose(parser, "--methods", a.methods, list(METHODS), "method")
     if a.preset not in PRESETS:
         parser.error(f"--preset must be one of {', '.join(PRESETS)}, got {a.preset!r}")
     if a.size is not None and not 32 <= a.size <= 4096:
@@ -1638,14 +1644,7 @@ def settings_from_args(a: argparse.Namespace, parser: argparse.ArgumentParser) -
     if a.vgg_weights is not None and not a.vgg_weights.is_file():
         parser.error(f"--vgg-weights {a.vgg_weights}: no such file")
     kinds = _probe_kinds()
-    probes = [k.strip() for k in a.probes.split(",") if k.strip()]
-    if probes == ["all"]:
-        probes = list(kinds)
-    bad = [k for k in probes if k not in kinds]
-    if bad or not probes:
-        parser.error(f"--probes: unknown probe(s) {', '.join(map(repr, bad)) or '(none given)'}; "
-                     f"choose from {', '.join(kinds)} or all")
-    probes = sorted(set(probes), key=kinds.index)  # one order, whatever the command's
+    probes = sorted(_choose(parser, "--probes", a.probes, kinds, "probe"), key=kinds.index)  # one order
     s = BenchSettings(methods=tuple(methods), preset=a.preset, size=a.size, steps=steps, passes=a.passes,
                       seed=a.seed, features=a.features, vgg_weights=a.vgg_weights, vgg_format=a.vgg_format,
                       device=a.device, threads=a.threads, limit=a.limit, paper_subset=a.paper_subset,

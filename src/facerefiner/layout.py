@@ -342,8 +342,8 @@ def feature_vertices() -> dict[str, np.ndarray]:
             for name in FEATURES}
 
 
-def feature_mask(layout: UVLayout, size: int, margin: float = FEATURE_MARGIN) -> np.ndarray:
-    """Texels of the facial features (eyes, brows, lips, nose) in a layout of the 468-vertex topology.
+def feature_masks(layout: UVLayout, size: int, margin: float = FEATURE_MARGIN) -> dict[str, np.ndarray]:
+    """Texels of each facial feature (:data:`FEATURES`) in a layout of the 468-vertex topology.
 
     Each feature is the convex hull of its vertices' UVs, grown by ``margin * size`` texels.
 
@@ -352,17 +352,27 @@ def feature_mask(layout: UVLayout, size: int, margin: float = FEATURE_MARGIN) ->
         size: texture size S.
 
     Returns:
-        (S, S) bool; all False for a layout of another topology.
+        ``{name: (S, S) bool}``; empty for a layout of another topology.
     """
     import cv2
 
-    out = np.zeros((size, size), np.uint8)
     if layout.num_vertices != _NUM_VERTICES:
-        return out.astype(bool)
-    for idx in feature_vertices().values():
+        return {}
+    r = max(1, int(round(margin * size)))
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    out = {}
+    for name, idx in feature_vertices().items():
+        m = np.zeros((size, size), np.uint8)
         xy = layout.uv[idx] * size - 0.5
         hull = cv2.convexHull(np.round(xy * 16).astype(np.int32))
-        cv2.fillConvexPoly(out, hull, 1, lineType=cv2.LINE_8, shift=4)
-    r = max(1, int(round(margin * size)))
-    out = cv2.dilate(out, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
-    return out.astype(bool)
+        cv2.fillConvexPoly(m, hull, 1, lineType=cv2.LINE_8, shift=4)
+        out[name] = cv2.dilate(m, disc).astype(bool)
+    return out
+
+
+def feature_mask(layout: UVLayout, size: int, margin: float = FEATURE_MARGIN) -> np.ndarray:
+    """The union of :func:`feature_masks`: (S, S) bool, all False for another topology."""
+    out = np.zeros((size, size), bool)
+    for m in feature_masks(layout, size, margin).values():
+        out |= m
+    return out
