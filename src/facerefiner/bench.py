@@ -495,22 +495,15 @@ class PhotoContext:
 
     def synth(self, masked: bool | str = False) -> tuple[torch.Tensor, float]:
         """I_C with the hidden region synthesised (detail; the prior's structure when there is one,
-        leaving out the entries made from this photo), as ``refine`` makes its content texture."""
-        from .complete import complete
+        leaving out the entries made from this photo): ``refine``'s own content texture."""
+        from .refine import content_texture
 
         kind = _probe_kind(masked)
         un = self.probe(kind)["unwrapped"] if kind else self.un
 
         def make() -> torch.Tensor:
-            guide = None
-            if self.prior is not None:
-                from .prior import fit, photo_digest
-
-                img, where, _ = fit(self.prior, un.texture, un.visibility, self.uvr.valid,
-                                    exclude=[photo_digest(self.rgb)])
-                guide = (img, where)
-            return complete(un.texture, un.visibility, self.layout, uvr=self.uvr, detail=True, seed=self.seed,
-                            guide=guide)
+            return content_texture(self.rgb, un, self.layout, self.uvr, detail=True, seed=self.seed,
+                                   prior=self.prior)[0]
 
         return self._get("synth" + (f"_masked_{kind}" if kind else ""), make)
 

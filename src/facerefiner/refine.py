@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["RefineConfig", "PRESETS", "preset", "RefineResult", "RenderTarget", "render_target", "render_mask_of",
            "refine_texture", "refine", "resolve_device", "is_grey", "visible_blend_weight", "keep_visible_weight",
-           "keep_shading", "lowpass", "apply_overrides", "upscale_texture"]
+           "keep_shading", "lowpass", "apply_overrides", "upscale_texture", "content_texture"]
 
 
 @dataclass(frozen=True)
@@ -684,23 +684,7 @@ def refine(image: np.ndarray, geometry: FaceGeometry | None = None, *, config: R
     t0 = time.perf_counter()
     synthesis: dict[str, Any] = {"detail": bool(cfg.detail and content is None)}
     if content is None:
-        guide = None
-        hidden_features = synthesis_report(un.visibility, layout, uvr)
-        synthesis["hidden_features"] = hidden_features
-        lost = [NOTICE_FEATURES[k] for k, v in hidden_features.items()
-                if k in NOTICE_FEATURES and v > HIDDEN_FEATURE_NOTICE]
-        if prior is not None:
-            from .prior import fit, photo_digest
-
-            img, where, info = fit(prior, un.texture, un.visibility, uvr.valid, exclude=[photo_digest(image)])
-            guide = (img, where)
-            synthesis["prior"] = info
-        elif lost:
-            synthesis["notice"] = (f"{', '.join(lost)} {'is' if len(lost) == 1 else 'are'} hidden on both sides and "
-                                   "filled without a prior (as skin); --prior FILE gives them structure "
-                                   "(facerefiner prior build)")
-        initial = complete(un.texture, un.visibility, layout, uvr=uvr, detail=cfg.detail, seed=cfg.seed,
-                           guide=guide)
+        initial, synthesis = content_texture(image, un, layout, uvr, detail=cfg.detail, seed=cfg.seed, prior=prior)
     else:
         initial = prepare_content(content, cfg.size, uvr.valid)
     t["complete"] = time.perf_counter() - t0
@@ -749,6 +733,42 @@ def synthesis_report(visibility: torch.Tensor, layout: UVLayout, uvr: Any) -> di
         m = torch.from_numpy(m) & valid
         out[name] = round(float((m & lost).sum()) / max(1.0, float(m.sum())), 4)
     return out
+
+
+def content_texture(image: np.ndarray, unwrapped: UnwrapResult, layout: UVLayout, uvr: Any, *, detail: bool,
+                    seed: int = 0, prior: Any = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The project's content texture I_C for one photo: the Poisson completion, with the hidden
+    region synthesised when ``detail`` (the person's skin grain) and ``prior`` (structure of hidden
+    features; entries of this very photo, found by its pixel digest, are left out).
+
+    Args:
+        image: (H, W, 3) uint8 RGB photo (for its digest).
+        unwrapped: the photo's :func:`facerefiner.unwrap` at the texture size.
+        uvr: the layout's :func:`facerefiner.unwrap.uv_raster` at that size.
+
+    Returns:
+        ``(initial, synthesis)``: (3, S, S) float32 I_C in [0, 1] and the record of what was done
+        (``detail``, ``hidden_features`` per feature, ``prior``'s entries, or a ``notice``).
+    """
+    synthesis: dict[str, Any] = {"detail": bool(detail)}
+    hidden = synthesis_report(unwrapped.visibility, layout, uvr)
+    synthesis["hidden_features"] = hidden
+    lost = [NOTICE_FEATURES[k] for k, v in hidden.items() if k in NOTICE_FEATURES and v > HIDDEN_FEATURE_NOTICE]
+    guide = None
+    if prior is not None:
+        from .prior import fit, photo_digest
+
+        img, where, info = fit(prior, unwrapped.texture, unwrapped.visibility, uvr.valid,
+                               exclude=[photo_digest(image)])
+        guide = (img, where)
+        synthesis["prior"] = info
+    elif lost:
+        synthesis["notice"] = (f"{', '.join(lost)} {'is' if len(lost) == 1 else 'are'} hidden on both sides and "
+                               "filled without a prior (as skin); --prior FILE gives them structure "
+                               "(facerefiner prior build)")
+    initial = complete(unwrapped.texture, unwrapped.visibility, layout, uvr=uvr, detail=detail, seed=seed,
+                       guide=guide)
+    return initial, synthesis
 
 
 def upscale_texture(image: np.ndarray, geometry: FaceGeometry, texture: torch.Tensor, size: int, *,
