@@ -137,5 +137,8 @@ def test_prior_build_save_load_and_errors(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a prior")
     with pytest.raises(InputError, match="bad.npz: not a facerefiner prior"):
         P.load_prior(tmp_path / "bad.npz")
+    (tmp_path / "cut.npz").write_bytes(f.read_bytes()[: f.stat().st_size // 2])  # a truncated download
+    with pytest.raises(InputError, match="cut.npz: not a facerefiner prior"):
+        P.load_prior(tmp_path / "cut.npz")
     with pytest.raises(InputError, match="no such file"):
         P.load_prior(tmp_path / "none.npz")

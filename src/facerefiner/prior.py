@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -39,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .complete import lowpass
 from .errors import FaceRefinerError, InputError
 from .layout import UVLayout, default_layout
 
@@ -185,7 +187,7 @@ def load_prior(path: str | os.PathLike, layout: UVLayout | None = None) -> Textu
             digests = tuple(str(s) for s in z["digests"])
             sources = tuple(str(s) for s in z["sources"])
             lay = str(z["layout"])
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise InputError(f"{p}: not a facerefiner prior ({str(e).splitlines()[0] if str(e) else type(e).__name__}; "
                          "make one with `facerefiner prior build`)") from None
     if version != PRIOR_VERSION:
@@ -242,8 +244,6 @@ def fit(prior: TexturePrior, sampled: torch.Tensor, visibility: torch.Tensor, va
     msk = (msk[:, 0] > 0.5) & valid.to(dev)[None]
     vis = (visibility & valid).to(dev)
     sigma = max(1.0, S / 128)
-    from .complete import lowpass
-
     t_l = lowpass(_luma(sampled.float())[None], vis, sigma)[0]
     costs, ratios = [], []
     need = max(16, int(0.1 * int(vis.sum())))

@@ -3,8 +3,9 @@
 The estimates are the peak resident memory measured for ``facerefiner unwrap`` and ``refine`` at
 several texture sizes (the tables below; the commands and machine are in BENCHMARKS.md "Memory"),
 interpolated linearly in the number of texels S^2 between the measured sizes and extrapolated
-along the last segment beyond them. They hold for photos of up to a few megapixels; a larger photo
-adds about 20 bytes per pixel while it is decoded and searched (see the README's "Limits").
+along the last segment beyond them. The unwrap table is the larger of a 224 px and a 7.4-megapixel
+photo (636 against 437 MB at S = 512: about 27 bytes per photo pixel); the check runs before any
+photo is read, so a much larger photo (up to the 250 MP that are read) needs more than the estimate.
 
 The verbs call :func:`check_memory` before they write anything: a run that would not fit in the
 memory available now is refused with a one-line error naming the flag and the largest size that
