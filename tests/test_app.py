@@ -137,6 +137,35 @@ def test_summary_names_the_faces_left_out():
     assert two.endswith("; occlusion mask applied") and "\n" not in two
 
 
+def test_summary_says_how_much_was_left_out_as_occluded():
+    rep = {"head_pose_deg": {"yaw": 0.0, "pitch": 0.0}, "visible_fraction": 0.4,
+           "occlusion": {"mode": "auto", "face_share": {"hands": 0.05, "total": 0.123}}}
+    line = fa.summary_line("me.jpg", rep, size=128, preset="quick", features="patches", secs=1.0)
+    assert "; 12 % of the face left out as occluded" in line
+    assert "left out" not in fa.summary_line("me.jpg", {**rep, "occlusion": {"mode": "off"}}, size=128,
+                                             preset="quick", features="patches", secs=1.0)
+
+
+def test_find_occluders_paints_the_hand_into_the_editor_layer(tmp_path):
+    """The hand photo: the layer is the editor's preview size, magenta and opaque where found (the
+    fingers at the chin), transparent elsewhere, and painted_mask reads it back as the photo's mask."""
+    from facerefiner.features import get_extractor
+
+    src = need(FACES / "deca_vox_id06692.jpg")
+    app = fa.FaceApp(preset="quick", features="patches", root=tmp_path / "runs",
+                     extractor=get_extractor("patches"))
+    layer = app.find_occluders(src)
+    rgb = np.asarray(Image.open(src).convert("RGB"))
+    assert layer.shape == fa.preview(rgb).shape[:2] + (4,) and layer.dtype == np.uint8
+    on = layer[..., 3] > 0
+    assert 0.02 < on.mean() < 0.3
+    assert (layer[on] == fa.MASK_RGBA).all()
+    m = fa.painted_mask([layer], (rgb.shape[1], rgb.shape[0]))
+    assert m[165:195, 120:170].mean() > 0.6   # the fingers (hand-checked box, see test_occlusion)
+    with pytest.raises(InputError):
+        app.find_occluders(tmp_path / "runs")  # not an image
+
+
 def test_serve_without_gradio_prints_the_install_command(tmp_path):
     """`facerefiner serve` with Gradio not importable: one line with the install command, exit 1."""
     shim = tmp_path / "gradio.py"
@@ -359,6 +388,12 @@ def test_app_end_to_end_in_a_browser(served, tmp_path):
             upload.set_input_files(str(photo))
             _wait_for_upload(page, photo.name)
             page.wait_for_timeout(2000)  # the photo reaches the mask editor
+            # Find occluders: what the automatic search finds lands in the editor, the search is off
+            auto = page.locator("#fr-auto input[type=checkbox]")
+            assert auto.is_checked()
+            page.locator("#fr-find").click()
+            page.wait_for_function("() => !document.querySelector('#fr-auto input[type=checkbox]').checked",
+                                   timeout=60_000)
             page.locator("#fr-editor").scroll_into_view_if_needed()
             box = page.locator("#fr-editor canvas").first.bounding_box()  # paint a stroke over the chin
             x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.8

@@ -35,8 +35,8 @@ def test_unwrap_writes_a_complete_folder(tmp_path, ffhq_photo):
     assert r.exit_code == 0, r.output
     folder = tmp_path / "out" / "ffhq_00128"
     names = sorted(p.name for p in folder.iterdir())
-    assert names == ["camera.json", "mesh.glb", "mesh.mtl", "mesh.obj", "render.png", "report.json", "texture.png",
-                     "thumb.jpg", "visibility.png"]
+    assert names == ["camera.json", "mesh.glb", "mesh.mtl", "mesh.obj", "occlusion.png", "render.png", "report.json",
+                     "texture.png", "thumb.jpg", "visibility.png"]
     # no temporary leftovers; the run's summary and gallery beside the face folder
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ffhq_00128", "index.html", "summary.csv",
                                                                      "summary.json"]
@@ -44,7 +44,13 @@ def test_unwrap_writes_a_complete_folder(tmp_path, ffhq_photo):
     assert Image.open(folder / "render.png").size == (1024, 1024)
     rep = json.loads((folder / "report.json").read_text())
     assert set(rep["head_pose_deg"]) == {"yaw", "pitch", "roll"}
-    assert {"load", "reconstruct", "unwrap", "render"} <= set(rep["timings_s"])
+    assert {"load", "reconstruct", "occlusion", "unwrap", "render"} <= set(rep["timings_s"])
+    # the occlusion found by default: the photo's pixels, and what each source found
+    occ = np.asarray(Image.open(folder / "occlusion.png"))
+    assert occ.shape == (1024, 1024) and set(np.unique(occ)) <= {0, 255}
+    assert rep["occlusion"]["mode"] == "auto"
+    assert set(rep["occlusion"]["face_share"]) == {"hands", "background", "skin", "highlights", "total"}
+    assert rep["occlusion"]["face_share"]["total"] < 0.05  # a clean frontal photo
     assert rep["versions"]["mediapipe"] == "0.10.21"
     obj = (folder / "mesh.obj").read_text().splitlines()
     assert sum(ln.startswith("v ") for ln in obj) == 468 and sum(ln.startswith("vt ") for ln in obj) == 468
@@ -54,6 +60,16 @@ def test_unwrap_writes_a_complete_folder(tmp_path, ffhq_photo):
     assert v[10, 1] > v[152, 1] and 12 < v[10, 1] - v[152, 1] < 25
     vt = np.array([list(map(float, ln.split()[1:3])) for ln in obj if ln.startswith("vt ")])
     assert vt[10, 1] > vt[152, 1]  # OBJ convention: v = 0 at the bottom row, forehead above the chin
+
+
+def test_occlusion_off_and_bad_value(tmp_path, ffhq_photo):
+    r = run("unwrap", ffhq_photo, "-o", tmp_path / "bad", "--occlusion", "sometimes")
+    assert r.exit_code == 1 and "--occlusion must be auto or off" in r.output and not (tmp_path / "bad").exists()
+    r = run("unwrap", ffhq_photo, "-o", tmp_path / "out", "--size", 128, "--occlusion", "off")
+    assert r.exit_code == 0, r.output
+    folder = tmp_path / "out" / "ffhq_00128"
+    assert not np.asarray(Image.open(folder / "occlusion.png")).any()
+    assert json.loads((folder / "report.json").read_text())["occlusion"] == {"mode": "off"}
 
 
 def test_camera_json_lands_on_landmarks_in_an_exif_rotated_photo(tmp_path, detector):

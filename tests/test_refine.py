@@ -426,7 +426,7 @@ def test_cli_refine_writes_everything(tmp_path):
     assert Image.open(folder / "texture.png").size == (256, 256)
     assert Image.open(folder / "texture_initial.png").size == (128, 128)
     assert Image.open(folder / "texture_sampled.png").mode == "RGBA"
-    assert Image.open(folder / "views.png").size == (9 * 256, 256)
+    assert Image.open(folder / "views.png").size == (10 * 256, 256)  # with the occlusion tile
     rep = json.loads((folder / "report.json").read_text())
     assert rep["export_size"] == 256 and rep["texture_size"] == 128
     assert rep["refine"]["config"]["seed"] == 3 and rep["refine"]["features"]["extractor"] == "patches"

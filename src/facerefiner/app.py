@@ -190,6 +190,10 @@ def clean_message(msg: str, path: str | os.PathLike | None, display_name: str | 
     return msg
 
 
+#: Colour of the mask editor's brush, and of the occluders "Find occluders" paints (RGBA).
+MASK_RGBA = (255, 0, 255, 153)
+
+
 def preview(rgb: np.ndarray, side: int = PREVIEW_SIDE) -> np.ndarray:
     """The photo scaled to ``side`` pixels on its long side (for the mask editor)."""
     h, w = rgb.shape[:2]
@@ -326,7 +330,7 @@ class FaceApp:
     def run(self, photo: str | os.PathLike, *, preset: str | None = None, session: str | None = None,
             display_name: str | None = None, mask_layers: list[Any] | None = None,
             mask_file: str | os.PathLike | None = None, mask_name: str | None = None,
-            report: Callable[[float, str], None] | None = None) -> RunOutput:
+            occlusion: str = "auto", report: Callable[[float, str], None] | None = None) -> RunOutput:
         """Refine one uploaded photo in a fresh run folder and zip the face's folder.
 
         Raises:
@@ -350,7 +354,7 @@ class FaceApp:
         src = work / "input" / f"{stem}{Path(str(photo)).suffix.lower()[:8]}"
         src.parent.mkdir()
         shutil.copyfile(photo, src)
-        opts = RefineOptions(size=cfg.size, device=self.device)
+        opts = RefineOptions(size=cfg.size, device=self.device, occlusion=occlusion)
         if mask is not None and mask.any():
             from .io import save_png
 
@@ -375,6 +379,27 @@ class FaceApp:
         return RunOutput(folder=folder, texture=folder / "texture.png", views=folder / "views.png",
                          glb=folder / "mesh.glb", zip=zip_path, summary=summary, report=rep)
 
+    def find_occluders(self, photo: str | os.PathLike, display_name: str | None = None) -> np.ndarray:
+        """What ``--occlusion auto`` finds in front of the photo's largest face, as an (h, w, 4)
+        uint8 RGBA layer for the mask editor (the photo's :func:`preview` size, magenta where
+        found, transparent elsewhere), so that the user can paint more or erase before the run.
+
+        Raises:
+            FaceRefinerError: not an image, no face.
+        """
+        from .occlusion import find_occlusions
+        from .reconstruct import reconstruct
+
+        name = display_name or Path(str(photo)).name
+        rgb = check_photo(photo, name)
+        geo = reconstruct(rgb, source=name)
+        m = find_occlusions(rgb, geo, self.layout).mask
+        small = preview(rgb)
+        m = _resize_bool(m, (small.shape[1], small.shape[0]))
+        layer = np.zeros(small.shape[:2] + (4,), np.uint8)
+        layer[m] = MASK_RGBA
+        return layer
+
 
 def summary_line(name: str, rep: dict, *, size: int, preset: str, features: str, secs: float,
                  masked: bool = False) -> str:
@@ -387,6 +412,9 @@ def summary_line(name: str, rep: dict, *, size: int, preset: str, features: str,
     line = (f"**{name}**: {size} x {size} texture, preset `{preset}`, features `{features}`, {secs:.1f} s; "
             f"head yaw {pose.get('yaw', 0):+.0f}°, pitch {pose.get('pitch', 0):+.0f}°; "
             f"{rep.get('visible_fraction', 0) * 100:.0f} % of the texture seen in the photo")
+    share = (rep.get("occlusion") or {}).get("face_share", {}).get("total")
+    if share:
+        line += f"; {share * 100:.0f} % of the face left out as occluded (see the contact sheet's second tile)"
     n = rep.get("faces_in_photo")
     if isinstance(n, int) and n > 1:
         line += f"; 1 of {n} faces in the photo (the largest; the command line's `--all-faces` does every face)"
@@ -452,8 +480,24 @@ def build_app(*, preset: str = "default", features: str = "auto", vgg_weights: s
             return None
         return {"background": preview(rgb), "layers": [], "composite": None}
 
+    def on_find(photo: str | None):
+        """Put what --occlusion auto finds into the mask editor; the run then uses the edited mask
+        alone (the automatic search is switched off, so erased pixels stay erased)."""
+        if not photo:
+            raise gr.Error("Upload a photo of a face first.")
+        try:
+            layer = fa.find_occluders(photo, Path(photo).name)
+            rgb = check_photo(photo, Path(photo).name)
+        except FaceRefinerError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        bg = preview(rgb)
+        comp = bg.copy()
+        a = layer[..., 3:4] / 255.0
+        comp = (comp * (1 - a) + layer[..., :3] * a).astype(np.uint8)
+        return {"background": bg, "layers": [layer], "composite": comp}, False
+
     def on_run(photo: str | None, editor: dict | None, mask_file: str | None, preset_name: str,
-               request: gr.Request, progress=gr.Progress()):
+               auto: bool, request: gr.Request, progress=gr.Progress()):
         if not photo:
             raise gr.Error("Upload a photo of a face first.")
         try:
@@ -461,6 +505,7 @@ def build_app(*, preset: str = "default", features: str = "auto", vgg_weights: s
                          display_name=Path(photo).name,
                          mask_layers=(editor or {}).get("layers"), mask_file=mask_file,
                          mask_name=Path(mask_file).name if mask_file else None,
+                         occlusion="auto" if auto else "off",
                          report=lambda f, t: progress(f, desc=t))
         except FaceRefinerError as e:
             raise gr.Error(str(e), print_exception=False) from None
@@ -494,9 +539,13 @@ def build_app(*, preset: str = "default", features: str = "auto", vgg_weights: s
                 preset_radio = gr.Radio([c for c in PRESET_CHOICES], value=fa.preset, label="Preset",
                                         elem_id="fr-preset")
                 run_btn = gr.Button("Run", variant="primary", elem_id="fr-run")
+                auto_box = gr.Checkbox(value=True, label="Find occluders automatically (hands, hair, glasses, "
+                                       "background, highlights; added to the painted mask)", elem_id="fr-auto")
                 gr.Markdown("**Mask (optional)**: paint over what hides the face (hands, glasses, hair). "
                             "Painted pixels are not trusted: the texture there is filled in like the hidden "
-                            "side of the face.")
+                            "side of the face. *Find occluders* paints what the automatic search finds, to "
+                            "paint more or erase (the run then uses your mask alone).")
+                find_btn = gr.Button("Find occluders", size="sm", elem_id="fr-find")
                 editor = gr.ImageEditor(
                     label="Mask", show_label=False, height=360,
                     type="numpy", image_mode="RGBA", sources=(), transforms=(), interactive=True,
@@ -514,12 +563,14 @@ def build_app(*, preset: str = "default", features: str = "auto", vgg_weights: s
                                        elem_id="fr-texture", height=360)
                     model = gr.Model3D(label="3D face (drag to rotate, scroll to zoom)", interactive=False,
                                        clear_color=(0.93, 0.93, 0.95, 1.0), elem_id="fr-model", height=360)
-                views = gr.Image(label="Contact sheet: photo, sampled, content, refined, render, turned views",
+                views = gr.Image(label="Contact sheet: photo, the pixels left out, sampled, content, refined, render, "
+                                       "turned views",
                                  type="filepath", interactive=False, elem_id="fr-views")
                 zip_out = gr.File(label="Download the face's folder (zip)", interactive=False, elem_id="fr-zip")
         # (queued so that its warning reaches the page; no concurrency limit: it never waits for a refinement)
         photo.change(on_photo, inputs=photo, outputs=editor, concurrency_limit=None, show_progress="hidden")
-        run_btn.click(on_run, inputs=[photo, editor, mask_file, preset_radio],
+        find_btn.click(on_find, inputs=photo, outputs=[editor, auto_box], concurrency_limit=1)
+        run_btn.click(on_run, inputs=[photo, editor, mask_file, preset_radio, auto_box],
                       outputs=[texture, views, model, zip_out, status], concurrency_limit=1,
                       show_progress_on=[texture, model])
         with warnings.catch_warnings():  # (Gradio 5's unload passes show_api, which Gradio 6 renames)

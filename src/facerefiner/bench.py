@@ -4,7 +4,8 @@ Usage::
 
     python -m facerefiner.bench PHOTOS... -o OUT [--methods a,b,...] [--preset default] [--size N]
         [--steps A,B] [--passes N] [--seed N] [--set FIELD=VALUE ...] [--features vgg16|patches] [--vgg-weights PATH]
-        [--limit N] [--paper-subset N] [--completion [--probes KINDS]] [--no-identity] [--overwrite] [-v]
+        [--limit N] [--paper-subset N] [--completion [--probes KINDS]] [--prior FILE] [--occlusion auto|off]
+        [--no-identity] [--overwrite] [-v]
 
 PHOTOS are files, folders (their image files, sorted) or glob patterns. Every photo is loaded,
 reconstructed (MediaPipe, the largest face) and unwrapped once at the texture size S; every method
@@ -353,6 +354,7 @@ class BenchSettings:
     min_face: float = 64.0
     overrides: tuple[str, ...] = ()
     prior: Path | None = None
+    occlusion: str = "auto"
 
     def base_config(self):
         from .refine import apply_overrides, preset
@@ -456,8 +458,9 @@ class PhotoContext:
     on first use and timed)."""
 
     def __init__(self, path: Path, size: int, layout, detector, min_face: float, prior: Any = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, occlusion: str = "auto") -> None:
         from .io import load_image
+        from .occlusion import face_mask
         from .reconstruct import reconstruct_all
         from .unwrap import unwrap, uv_raster
 
@@ -468,11 +471,14 @@ class PhotoContext:
         t1 = time.perf_counter()
         self.geo = reconstruct_all(self.rgb, min_face=min_face, detector=detector, source=str(path))[0]
         t2 = time.perf_counter()
-        self.uvr = uv_raster(layout, size)
-        self.un = unwrap(self.rgb, self.geo, size, layout=layout, uvr=self.uvr)
+        # what the CLI leaves out by default (--occlusion auto) is left out here too, in every run
+        self.mask, self.occlusion = face_mask(self.rgb, self.geo, layout, None, occlusion)
         t3 = time.perf_counter()
+        self.uvr = uv_raster(layout, size)
+        self.un = unwrap(self.rgb, self.geo, size, layout=layout, uvr=self.uvr, mask=self.mask)
+        t4 = time.perf_counter()
         self.size = size
-        self.timings = {"load": t1 - t0, "reconstruct": t2 - t1, "unwrap": t3 - t2}
+        self.timings = {"load": t1 - t0, "reconstruct": t2 - t1, "occlusion": t3 - t2, "unwrap": t4 - t3}
         self._cache: dict[str, tuple[Any, float]] = {}
         self.prior = prior
         self.seed = seed
@@ -522,6 +528,8 @@ class PhotoContext:
 
         def make() -> dict[str, Any]:
             mask, side = _probe(self.geo, kind, "auto", self.layout)
+            if self.mask is not None:
+                mask = mask | self.mask
             masked = unwrap(self.rgb, self.geo, self.size, layout=self.layout, uvr=self.uvr, mask=mask)
             return {"mask": mask, "side": side, "unwrapped": masked, "hidden": self.un.visibility & ~masked.visibility}
 
@@ -602,7 +610,7 @@ def produce(ctx: PhotoContext, spec: Method, cfg: Any, extractor: tuple | None, 
         content, t["blur"] = ctx.blurred(masked)
     if spec.kind == "blurred":
         return Produced(content, ic, t)
-    r = refine(ctx.rgb, ctx.geo, config=cfg, content=content, mask=ctx.probe(kind)["mask"] if kind else None,
+    r = refine(ctx.rgb, ctx.geo, config=cfg, content=content, mask=ctx.probe(kind)["mask"] if kind else ctx.mask,
                extractor=extractor, layout=ctx.layout, device=device, render=spec.render, on_step=on_step,
                unwrapped=un)
     rt = r.timings
@@ -657,7 +665,7 @@ def pair_settings(spec: Method, cfg: Any, s: BenchSettings, size: int) -> dict[s
 
     d: dict[str, Any] = {"bench_version": BENCH_VERSION, "method": spec.name, "size": size,
                          "identity": s.identity, "min_face": s.min_face,
-                         "completion": bool(s.completion and spec.kind != "sampled")}
+                         "completion": bool(s.completion and spec.kind != "sampled"), "occlusion": s.occlusion}
     if d["completion"]:
         d["probes"] = list(s.probes)
     if spec.kind == "synth" or (cfg is not None and cfg.detail and spec.content == "initial"):
@@ -832,7 +840,7 @@ def run_bench(photos: Sequence[Path], out: Path, s: BenchSettings, *, console=No
             bar.update(task, description=f"{stem[:28]}", stage="reconstruct + unwrap")
             try:
                 ctx = PhotoContext(path, size, layout, detector, s.min_face, prior=prior,
-                                   seed=s.seed or 0)
+                                   seed=s.seed or 0, occlusion=s.occlusion)
             except KeyboardInterrupt:
                 raise
             except Exception as e:  # noqa: BLE001 - one line per failed photo, the batch goes on
@@ -1593,6 +1601,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", type=Path, default=None, metavar="FILE",
                    help="a face-texture prior (facerefiner prior build) for the synthesis; entries made from the "
                         "photo being completed are left out")
+    p.add_argument("--occlusion", default="auto", choices=("auto", "off"),
+                   help="auto (as the facerefiner verbs): hands, hair, glasses, background and highlights found in "
+                        "front of the face are left out of every run and of the truth; off: every pixel is trusted")
     p.add_argument("--no-identity", action="store_true", help="skip the identity metric (dlib)")
     p.add_argument("--overwrite", action="store_true", help="recompute pairs that are already done")
     p.add_argument("--grid-tile", type=int, default=96, help="tile size (px) in grid.png (default 96)")
@@ -1641,7 +1652,8 @@ def settings_from_args(a: argparse.Namespace, parser: argparse.ArgumentParser) -
     s = BenchSettings(methods=tuple(methods), preset=a.preset, size=a.size, steps=steps, passes=a.passes,
                       seed=a.seed, features=a.features, vgg_weights=a.vgg_weights, vgg_format=a.vgg_format,
                       device=a.device, threads=a.threads, limit=a.limit, paper_subset=a.paper_subset,
-                      completion=a.completion, probes=tuple(probes), prior=a.prior, identity=not a.no_identity, overwrite=a.overwrite,
+                      completion=a.completion, probes=tuple(probes), prior=a.prior, occlusion=a.occlusion,
+                      identity=not a.no_identity, overwrite=a.overwrite,
                       grid_tile=a.grid_tile, min_face=a.min_face, overrides=tuple(a.overrides))
     try:
         s.configs()

@@ -180,7 +180,9 @@ def complete(texture: torch.Tensor, visibility: torch.Tensor, layout: UVLayout |
     img = tex.permute(1, 2, 0).numpy().astype(np.float64)
     out = poisson_fill(img, vis, valid, guide_img, use_guide)
     if detail:
-        target = torch.from_numpy(valid & ~vis & (use_guide == 0))  # not where the mirror or a prior gives it
+        # not where the mirror gives it; on a prior's features too: the prior's structure is a blend
+        # of other faces at PRIOR_SIZE, smoother than this photo, and the grain on top is the person's
+        target = torch.from_numpy(valid & ~vis & (use_guide != 1))
         out = out + synthesize_detail(tex, torch.from_numpy(vis), target, seed=seed).permute(1, 2, 0).numpy()
     out = extend_outside(out, valid)
     return torch.from_numpy(np.clip(out, 0.0, 1.0)).permute(2, 0, 1).float().to(texture.device).contiguous()

@@ -20,6 +20,7 @@ from .errors import FaceRefinerError, InputError, NothingVisibleError
 from .export import glb_bytes, write_obj
 from .io import atomic_dir, load_image, load_mask, save_json, save_png, to_uint8
 from .layout import UVLayout, load_layout
+from .occlusion import face_mask
 from .reconstruct import FaceGeometry, FaceMeshDetector, default_detector, reconstruct_all
 from .render import render_face
 from .unwrap import UnwrapResult, uv_raster, unwrap
@@ -44,6 +45,8 @@ class UnwrapConfig:
     """An OBJ with UVs for MediaPipe's 468-vertex topology (e.g. canonical_face_model.obj); default: ours."""
     mask: Path | None = None
     """An image the size of the photo whose white pixels are not to be trusted (hand, glasses, hair)."""
+    occlusion: str = "auto"
+    """auto: find hands, hair, glasses, background and highlights in front of the face and leave them out (added to --mask); off: trust every pixel --mask does not hide."""
 
 
 @dataclass
@@ -148,16 +151,20 @@ def unwrap_photo(path: Path, out_root: Path, cfg: UnwrapConfig, *, layout: UVLay
         for k, (name, geo) in enumerate(zip(names, geos)):
             stage("unwrap")
             ta = time.perf_counter()
-            un = unwrap(rgb, geo, cfg.size, layout=layout, mask=mask, uvr=uvr)
+            face_m, occ_report = face_mask(rgb, geo, layout, mask, cfg.occlusion)
+            to = time.perf_counter()
+            un = unwrap(rgb, geo, cfg.size, layout=layout, mask=face_m, uvr=uvr)
             tb = time.perf_counter()
             stage("render")
             comp = render_over_photo(rgb, un.texture, geo, layout, un.visibility)
             tc = time.perf_counter()
-            timings = {"load": t1 - t0, "reconstruct": (t2 - t1) / len(geos), "unwrap": tb - ta, "render": tc - tb}
+            timings = {"load": t1 - t0, "reconstruct": (t2 - t1) / len(geos), "occlusion": to - ta, "unwrap": tb - to,
+                       "render": tc - tb}
             stage("write")
             with atomic_dir(Path(out_root) / name) as tmp:
                 write_face_folder(tmp, path, rgb, geo, un, layout, cfg, comp, timings,
-                                  {"face_index": k, "photo_faces": len(geos), "faces_in_photo": res.faces_in_photo})
+                                  {"face_index": k, "photo_faces": len(geos), "faces_in_photo": res.faces_in_photo,
+                                   "occlusion": occ_report}, occlusion=face_m)
                 timings["write"] = time.perf_counter() - tc
             res.faces.append(FaceOutput(folder=Path(out_root) / name, geometry=geo, unwrapped=un, timings=timings))
     except FaceRefinerError as e:
@@ -172,14 +179,18 @@ texture_to_uint8 = to_uint8  # (3, S, S) float in [0, 1] -> (S, S, 3) uint8
 
 def write_face_folder(folder: Path, path: Path, rgb: np.ndarray, geo: FaceGeometry, un: UnwrapResult,
                       layout: UVLayout, cfg: Any, composite: np.ndarray, timings: dict[str, float],
-                      extra: dict[str, Any] | None = None, texture: torch.Tensor | None = None) -> None:
-    """Write the files every verb writes (``texture.png`` is ``texture``, default the sampled one)."""
+                      extra: dict[str, Any] | None = None, texture: torch.Tensor | None = None,
+                      occlusion: np.ndarray | None = None) -> None:
+    """Write the files every verb writes (``texture.png`` is ``texture``, default the sampled one;
+    ``occlusion.png``, the photo's pixels left out, white, when ``occlusion`` is given)."""
     write_obj(folder / "mesh.obj", geo.vertices, layout, texture_name="texture.png")
     save_json(folder / "camera.json", geo.camera.to_json())
     tex8 = texture_to_uint8(un.texture if texture is None else texture)
     save_png(folder / "texture.png", tex8)
     (folder / "mesh.glb").write_bytes(glb_bytes(geo.vertices, layout, tex8))
     save_png(folder / "visibility.png", un.visibility.numpy().astype(np.uint8) * 255)
+    save_png(folder / "occlusion.png", (np.zeros(rgb.shape[:2], np.uint8) if occlusion is None
+                                        else np.asarray(occlusion, bool).astype(np.uint8) * 255))
     save_png(folder / "render.png", composite)
     report = {
         "input": str(Path(path)),
@@ -249,18 +260,24 @@ def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *
         t_load = t2 - t0
         names = face_folder_names(Path(path).stem, len(geos), opts.all_faces)
         for k, (name, geo) in enumerate(zip(names, geos)):
+            stage("occlusion")
+            to = time.perf_counter()
+            face_m, occ_report = face_mask(rgb, geo, layout, mask, opts.occlusion)
+            t_occ = time.perf_counter() - to
             stage("refine")
             try:
-                r = refine(rgb, geo, config=config, content=content, mask=mask, extractor=extractor, layout=layout,
+                r = refine(rgb, geo, config=config, content=content, mask=face_m, extractor=extractor, layout=layout,
                            device=opts.device, on_step=on_step, prior=prior)
             except NothingVisibleError as e:  # name the file that hid everything
                 raise NothingVisibleError(f"{opts.mask or path}: {e}") from None
             stage("write")
             ta = time.perf_counter()
             comp = render_over_photo(rgb, r.texture, geo, layout)
-            sheet = contact_sheet(rgb, r.sampled, r.initial, r.texture, comp, geo, layout)
-            timings = {"load_and_detect": t_load, **r.timings, "views": time.perf_counter() - ta}
+            sheet = contact_sheet(rgb, r.sampled, r.initial, r.texture, comp, geo, layout,
+                                  occlusion=face_m if face_m is not None else np.zeros(rgb.shape[:2], bool))
+            timings = {"load_and_detect": t_load, "occlusion": t_occ, **r.timings, "views": time.perf_counter() - ta}
             extra = {"face_index": k, "photo_faces": len(geos), "faces_in_photo": res.faces_in_photo,
+                     "occlusion": occ_report,
                      "refine": {"config": config_dict(config), "features": r.features, "device": r.device,
                                 "loss_history": r.history,
                                 "content": str(opts.content) if opts.content else "facerefiner.complete"},
@@ -271,12 +288,12 @@ def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *
             if opts.export_size and opts.export_size != r.texture.shape[-1]:
                 stage("export")
                 te = time.perf_counter()
-                out_tex = upscale_texture(rgb, geo, r.texture, opts.export_size, layout=layout, mask=mask)
+                out_tex = upscale_texture(rgb, geo, r.texture, opts.export_size, layout=layout, mask=face_m)
                 timings["export"] = time.perf_counter() - te
                 extra["export_size"] = int(opts.export_size)
             with atomic_dir(Path(out_root) / name) as tmp:
                 write_face_folder(tmp, path, rgb, geo, r.unwrapped, layout, opts, comp, timings, extra,
-                                  texture=out_tex)
+                                  texture=out_tex, occlusion=face_m)
                 rgba = np.concatenate([texture_to_uint8(r.sampled),
                                        r.visibility.numpy().astype(np.uint8)[..., None] * 255], axis=2)
                 save_png(tmp / "texture_sampled.png", rgba)

@@ -53,15 +53,22 @@ def _tile(img: np.ndarray, size: int) -> np.ndarray:
 
 
 
+#: Colour the left-out pixels are tinted with in the occlusion tile of ``views.png``.
+OCCLUSION_TINT = (255, 0, 200)
+
+
 def contact_sheet(photo: np.ndarray, sampled: torch.Tensor, initial: torch.Tensor, texture: torch.Tensor,
-                  render: np.ndarray, geometry: FaceGeometry, layout: UVLayout, tile: int = 256) -> np.ndarray:
-    """photo | I_S | I_C | I_X | render | the head turned -45, -20, +20, +45 degrees.
+                  render: np.ndarray, geometry: FaceGeometry, layout: UVLayout, tile: int = 256,
+                  occlusion: np.ndarray | None = None) -> np.ndarray:
+    """photo | [the pixels left out] | I_S | I_C | I_X | render | the head turned -45, -20, +20, +45 degrees.
 
     Args:
         photo: (H, W, 3) uint8; render: (h, w, 3) uint8 (``render_over_photo``); textures (3, S, S).
+        occlusion: optional (H, W) bool, the pixels left out (occluders and the user's mask): a
+            tile of the photo with them tinted :data:`OCCLUSION_TINT` follows the photo's.
 
     Returns:
-        (tile, 9 * tile, 3) uint8.
+        (tile, 9 * tile, 3) uint8, or (tile, 10 * tile, 3) with ``occlusion``.
     """
     x0, y0, x1, y1 = geometry.box
     m = 0.25 * max(x1 - x0, y1 - y0)
@@ -69,6 +76,11 @@ def contact_sheet(photo: np.ndarray, sampled: torch.Tensor, initial: torch.Tenso
     box = (int(max(0, x0 - m)), int(max(0, y0 - m)), int(min(W, x1 + m)), int(min(H, y1 + m)))
     sy, sx = render.shape[0] / H, render.shape[1] / W
     tiles = [_tile(photo[box[1]:box[3], box[0]:box[2]], tile)]
+    if occlusion is not None:
+        crop = photo[box[1]:box[3], box[0]:box[2]].astype(np.float32)
+        m = np.asarray(occlusion, bool)[box[1]:box[3], box[0]:box[2]]
+        crop[m] = 0.4 * crop[m] + 0.6 * np.array(OCCLUSION_TINT, np.float32)
+        tiles.append(_tile(crop.astype(np.uint8), tile))
     tiles += [_tile(_u8(t), tile) for t in (sampled, initial, texture)]
     tiles.append(_tile(render[int(box[1] * sy):int(box[3] * sy), int(box[0] * sx):int(box[2] * sx)], tile))
     tiles += [_u8(turned_view(texture, geometry, layout, y, tile)[0]) for y in SHEET_YAWS]

@@ -22,6 +22,7 @@ def refine_cmd(
     size: Optional[int] = typer.Option(None, "--size", help="Texture size S (default: the preset's, 512 except quick)."),
     content: Optional[Path] = typer.Option(None, "--content", help="Your own content texture I_C in this project's UV layout (resampled to S)."),
     mask: Optional[Path] = typer.Option(None, "--mask", help="Image the size of the photo; white pixels are not trusted (hand, glasses, hair)."),
+    occlusion: str = typer.Option("auto", "--occlusion", help="auto: find hands, hair, glasses, background and highlights in front of the face and leave them out (added to --mask; occlusion.png shows them); off: trust every pixel --mask does not hide."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     steps: Optional[str] = typer.Option(None, "--steps", help="Steps per scale, coarse to fine, comma-separated (e.g. 60,20: two scales, S/2 then S)."),
     passes: Optional[int] = typer.Option(None, "--passes", help="Outer passes (content weight / 1.1, rendering weight x 1.1 each)."),
@@ -65,6 +66,8 @@ def refine_cmd(
             usage_error(f"--steps must be comma-separated integers such as 60,20, got {steps!r}")
     if passes is not None and passes < 1:
         usage_error(f"--passes must be at least 1, got {passes}")
+    if occlusion not in ("auto", "off"):
+        usage_error(f"--occlusion must be auto or off, got {occlusion!r}")
     try:
         files = expand_inputs(photos)
     except FaceRefinerError as e:
@@ -78,7 +81,7 @@ def refine_cmd(
         usage_error(f"{e} (check --size, --steps, --passes and --preset)")
     if export_size is not None and not cfg.size <= export_size <= 4096:
         usage_error(f"--export-size must be between the texture size {cfg.size} and 4096, got {export_size}")
-    opts = RefineOptions(size=cfg.size, all_faces=all_faces, min_face=min_face, uv_layout=uv_layout, mask=mask,
+    opts = RefineOptions(size=cfg.size, all_faces=all_faces, min_face=min_face, uv_layout=uv_layout, mask=mask, occlusion=occlusion,
                          content=content, device=device, export_size=export_size, prior=prior)
     try:
         check_writable_dir(out)

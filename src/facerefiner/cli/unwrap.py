@@ -23,6 +23,7 @@ def unwrap_cmd(
     min_face: float = typer.Option(_D.min_face, "--min-face", help="Ignore faces smaller than this many pixels across."),
     uv_layout: Optional[Path] = typer.Option(None, "--uv-layout", help="OBJ with UVs for MediaPipe's 468-vertex topology (e.g. canonical_face_model.obj)."),
     mask: Optional[Path] = typer.Option(None, "--mask", help="Image the size of the photo; white pixels are not trusted (hand, glasses, hair)."),
+    occlusion: str = typer.Option("auto", "--occlusion", help="auto: find hands, hair, glasses, background and highlights in front of the face and leave them out (added to --mask; occlusion.png shows them); off: trust every pixel --mask does not hide."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo photos whose folders in OUT are already complete (default: skip them, so a rerun resumes)."),
 ) -> None:
     """Reconstruct the face mesh and camera, unwrap the photo into UV space and render it back.
@@ -37,13 +38,15 @@ def unwrap_cmd(
 
     if not 16 <= size <= 8192:
         usage_error(f"--size must be between 16 and 8192, got {size}")
+    if occlusion not in ("auto", "off"):
+        usage_error(f"--occlusion must be auto or off, got {occlusion!r}")
     try:
         files = expand_inputs(photos)
     except FaceRefinerError as e:
         usage_error(str(e))
     if not files:
         usage_error("no photos given (no photo in " + ", ".join(photos) + ")")
-    cfg = UnwrapConfig(size=size, all_faces=all_faces, min_face=min_face, uv_layout=uv_layout, mask=mask)
+    cfg = UnwrapConfig(size=size, all_faces=all_faces, min_face=min_face, uv_layout=uv_layout, mask=mask, occlusion=occlusion)
     try:
         check_writable_dir(out)
         layout = load_layout(uv_layout)

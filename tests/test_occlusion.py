@@ -1,0 +1,243 @@
+"""facerefiner.occlusion: the colour model on synthetic colours, the hand drawing by hand, and each
+source on a real dev photo with a hand-checked expectation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facerefiner import occlusion as O
+
+from conftest import FACES, need
+
+
+# --- the colour model ----------------------------------------------------------------------------
+
+
+def test_colour_features_ignore_a_shadow():
+    """A pixel and the same pixel at half the light have the same two log ratios."""
+    a = np.array([[200, 150, 120]], np.uint8)
+    b = np.array([[100, 75, 60]], np.uint8)
+    fa, fb = O.colour_features(a)[0], O.colour_features(b)[0]
+    assert abs(fa[0] - fb[0]) < 1.0 and abs(fa[1] - fb[1]) < 1.0  # (the +1 offset: under 1 %)
+    assert fa[2] == pytest.approx(0.299 * 200 + 0.587 * 150 + 0.114 * 120, abs=1e-9)
+
+
+def test_robust_gaussian_ignores_a_minority_of_other_colours():
+    rng = np.random.default_rng(0)
+    skin = rng.normal([30.0, -20.0, 150.0], [3.0, 3.0, 10.0], (700, 3))
+    hair = rng.normal([5.0, 0.0, 40.0], [3.0, 3.0, 10.0], (300, 3))   # 30 % of the samples
+    g = O.fit_robust_gaussian(np.concatenate([skin, hair]))
+    assert np.allclose(g.mean, [30.0, -20.0, 150.0], atol=[1.0, 1.0, 3.0])
+    assert np.sqrt(g.cov[2, 2]) < 15.0   # not stretched toward the hair
+
+
+def test_skin_model_on_a_synthetic_image_with_known_colours():
+    """Skin (lit from the left: full light to 55 % across the face), dark hair and a green object:
+    the model learnt from the skin's samples and the surroundings labels each region right."""
+    rng = np.random.default_rng(1)
+    H = W = 120
+    skin = np.array([200.0, 150.0, 125.0])
+    shade = np.linspace(1.0, 0.55, W)[None, :, None]
+    img = np.ones((H, W, 3)) * skin * shade
+    img[:30, 20:100] = (35.0, 30.0, 30.0)           # a fringe of dark hair (less red than skin)
+    img[80:110, 10:40] = (60.0, 160.0, 60.0)        # a green object
+    img = np.clip(img + rng.normal(0, 3.0, img.shape), 0, 255).astype(np.uint8)
+    truth = np.zeros((H, W), bool)
+    truth[:30, 20:100] = True
+    truth[80:110, 10:40] = True
+    f = O.colour_features(img)
+    core = np.zeros((H, W), bool)
+    core[40:75, 5:115] = True                      # skin, lit and shaded
+    around = np.concatenate([f[:30, 20:100].reshape(-1, 3), f[80:110, 10:40].reshape(-1, 3),
+                             f[35:40, :].reshape(-1, 3)])   # the surroundings hold some skin too
+    model = O.fit_skin_model(f[core], around)
+    ns = model.non_skin(f)
+    assert ns[truth].mean() > 0.95                 # (noise of 3 grey levels on the dark hair)
+    assert ns[~truth].mean() < 0.02                # the shaded side stays skin
+
+
+def test_texture_contrast_finds_strands_not_shading():
+    """Stripes two pixels wide (hair strands) are many times the reference's contrast; a smooth ramp
+    of light (shading) stays near the reference, lit or dark."""
+    H, W = 64, 128
+    y = np.tile(np.linspace(200.0, 60.0, W), (H, 1))          # shading across the face
+    y += np.random.default_rng(0).normal(0, 1.0, y.shape)       # sensor noise: the skin's texture
+    y[:, 96:] = np.where(np.arange(96, W) % 4 < 2, 40.0, 90.0)[None, :]  # strands, 2 px wide, on the right
+    ref = np.zeros((H, W), bool)
+    ref[:, 10:60] = True
+    t = O.texture_contrast(y, ref, sigma=2.0)
+    assert np.median(t[:, 10:60]) == pytest.approx(1.0, abs=1e-6)
+    assert np.median(t[:, 60:88]) < 2.0                         # the dark end of the ramp
+    assert np.median(t[:, 104:120]) > O.TEXTURE_RATIO
+
+
+def test_share_around_by_hand():
+    v = np.zeros((9, 9))
+    v[:, :4] = 1.0
+    where = np.ones((9, 9), bool)
+    where[:, 4] = False                             # the middle column is the "feature"
+    s = O._share_around(v, where, sigma=50.0)       # a very wide window: the plain mean over where
+    assert s[4, 4] == pytest.approx(36 / 72, abs=0.02)
+
+
+def test_hand_mask_draws_fingers_not_the_hull():
+    """A flat hand with spread fingers: palm and fingers covered, the gap between two spread
+    fingers' tips not."""
+    p = np.zeros((21, 2))
+    p[0] = (100, 190)                               # wrist
+    p[1:5] = [(70, 170), (55, 150), (45, 130), (35, 110)]       # thumb
+    for f, x in enumerate((80, 95, 110, 125)):      # index .. little: MCP, PIP, DIP, TIP going up
+        top = x + (f - 1.5) * 20                    # tips spread apart
+        for j in range(4):
+            t = j / 3
+            p[5 + 4 * f + j] = ((1 - t) * x + t * top, 140 - 25 * j)
+    m = O.hand_mask([p], (200, 200))
+    assert m[160, 100]                              # the palm
+    assert m[int(p[8][1]), int(p[8][0])] and m[int(p[20][1]), int(p[20][0])]   # index and little tips
+    gap = ((p[12] + p[16]) / 2).astype(int)         # between the middle and ring tips
+    assert not m[gap[1], gap[0] + 0] or not m[max(0, gap[1] - 5), gap[0]]
+    assert not m[10, 190]                           # far away
+
+
+# --- the sources on real photos ------------------------------------------------------------------
+
+
+def _occ(name: str, detector, **kw):
+    from facerefiner.io import load_image
+    from facerefiner.reconstruct import reconstruct
+
+    rgb = load_image(need(FACES / name))
+    geo = reconstruct(rgb, detector=detector)
+    return rgb, geo, O.find_occlusions(rgb, geo, **kw)
+
+
+def test_the_hand_photo_masks_the_fingers(detector):
+    """deca_vox_id06692: fingers over the chin (hand-checked box x 120-170, y 165-195 of the 224 px
+    photo, all fingers); found by the hand model, which needs the padded crop for this hand."""
+    _, _, o = _occ("deca_vox_id06692.jpg", detector)
+    box = np.zeros_like(o.mask)
+    box[165:195, 120:170] = True
+    box &= o.face
+    assert box.sum() > 500
+    assert o.sources["hands"][box].mean() > 0.6
+    assert o.mask[box].mean() > 0.8
+    assert o.notes == []
+
+
+def test_a_clean_frontal_photo_masks_under_5_percent_of_the_face(detector):
+    for name in ("ffhq_00128.png", "deca_ex_img0392.jpg"):
+        _, _, o = _occ(name, detector)
+        assert o.shares()["total"] < 0.05, (name, o.shares())
+
+
+def test_a_moustache_is_kept(detector):
+    """ffhq_00145: a dark moustache between the nose and the upper lip is the face's own."""
+    _, geo, o = _occ("ffhq_00145.png", detector)
+    lm = geo.landmarks
+    y0, y1 = int(lm[2, 1]), int(lm[0, 1])          # subnasale .. upper lip
+    x0, x1 = int(lm[61, 0]), int(lm[291, 0])        # the mouth corners
+    assert o.mask[y0:y1, x0:x1].mean() < 0.05
+
+
+def test_thin_glasses_frames_are_found(detector):
+    """3ddfa_jianzhuguo: thin dark frames; the left lens's lower rim (hand-checked box x 137-187,
+    y 204-218 of the photo) is masked, the nose tip is not. (The top bar over the brows and the
+    bridge over the nose lie on features and are not found: a known miss.)"""
+    rgb, geo, o = _occ("3ddfa_jianzhuguo.jpg", detector)
+    dark = rgb.astype(float) @ [0.299, 0.587, 0.114] < 90
+    box = np.zeros_like(o.mask)
+    box[204:218, 137:187] = True
+    rim = dark & box
+    assert rim.sum() > 30
+    assert o.mask[rim].mean() > 0.8
+    lm = geo.landmarks
+    tip = np.zeros_like(o.mask)
+    tip[int(lm[4, 1]) - 5:int(lm[4, 1]) + 5, int(lm[4, 0]) - 5:int(lm[4, 0]) + 5] = True
+    assert o.mask[tip].mean() < 0.1
+
+
+def test_glasses_frames_are_found(detector):
+    """deca_exp_0: thick black frames; the face's darkest pixels in the eye band are mostly them
+    (the rest: pupils and lashes, which stay)."""
+    rgb, geo, o = _occ("deca_exp_0.jpg", detector)
+    lm = geo.landmarks
+    band = np.zeros_like(o.mask)
+    band[int(lm[105, 1]) - 2:int(lm[1, 1]) - 10, :] = True          # brows .. above the nose tip
+    dark = (rgb.astype(float) @ [0.299, 0.587, 0.114] < 50) & band & o.face
+    assert dark.sum() > 100
+    assert o.mask[dark].mean() > 0.6
+
+
+def test_background_inside_a_wide_outline_is_found(detector):
+    """ffhq_00128 with the mesh moved two thirds of the face's width to the left (as a far too wide
+    outline would lie): where it lies over the blurred background left of her hair (hand-checked:
+    x < 120, y 480-880 of the 1024 px photo) it is background; over her own face and hair it is not."""
+    from dataclasses import replace
+
+    from facerefiner.io import load_image
+    from facerefiner.reconstruct import reconstruct
+
+    rgb = load_image(need(FACES / "ffhq_00128.png"))
+    geo = reconstruct(rgb, detector=detector)
+    dx = (geo.box[2] - geo.box[0]) * 2 / 3
+    W, H = geo.camera.image_size
+    moved = replace(geo, camera=geo.camera.crop(dx, 0, W, H),
+                    box=(geo.box[0] - dx, geo.box[1], geo.box[2] - dx, geo.box[3]))
+    o = O.find_occlusions(rgb, moved)
+    off = np.zeros_like(o.mask)
+    off[480:880, :120] = True
+    off &= o.face
+    assert off.sum() > 5000
+    assert o.sources["background"][off].mean() > 0.8
+    person = np.zeros_like(o.mask)
+    person[300:800, 300:600] = True                             # her cheek, eye and nose
+    assert o.sources["background"][person & o.face].mean() < 0.05
+
+
+def test_a_highlight_is_found_and_a_catchlight_kept(detector):
+    """A white, clipped spot painted on ffhq_00128's cheek is a highlight; her eyes' catchlights stay."""
+    from facerefiner.io import load_image
+    from facerefiner.reconstruct import reconstruct
+
+    rgb = load_image(need(FACES / "ffhq_00128.png")).copy()
+    geo = reconstruct(rgb, detector=detector)
+    cx, cy = (int(v) for v in geo.landmarks[50, :2])          # the right cheek
+    yy, xx = np.mgrid[:rgb.shape[0], :rgb.shape[1]]
+    spot = (yy - cy) ** 2 + (xx - cx) ** 2 <= 12 ** 2
+    rgb[spot] = 255
+    o = O.find_occlusions(rgb, geo)
+    assert o.sources["highlights"][spot].mean() > 0.95
+    for i in (468, 473):                                        # the irises' centres
+        x, y = (int(v) for v in geo.landmarks[i, :2])
+        assert not o.sources["highlights"][y - 3:y + 4, x - 3:x + 4].any()
+
+
+class _Failing(O.OcclusionModels):
+    def hands(self, rgb):
+        raise RuntimeError("graph did not load")
+
+
+def test_a_failing_source_is_a_note_not_an_error(detector):
+    _, _, o = _occ("ffhq_00128.png", detector, models=_Failing())
+    assert "hands" not in o.sources and "skin" in o.sources
+    assert any(n.startswith("hands: left out (RuntimeError") for n in o.notes)
+    assert o.report()["notes"] == o.notes
+
+
+def test_face_mask_modes(detector):
+    from facerefiner.io import load_image
+    from facerefiner.reconstruct import reconstruct
+
+    rgb = load_image(need(FACES / "ffhq_00128.png"))
+    geo = reconstruct(rgb, detector=detector)
+    user = np.zeros(rgb.shape[:2], bool)
+    user[:50] = True
+    m, rep = O.face_mask(rgb, geo, None, user, "off")
+    assert m is user and rep == {"mode": "off"}
+    m, rep = O.face_mask(rgb, geo, None, user, "auto")
+    assert (m >= user).all() and rep["mode"] == "auto" and "user_mask" in rep["face_share"]
+    with pytest.raises(ValueError, match="mode"):
+        O.face_mask(rgb, geo, None, None, "sometimes")
+    with pytest.raises(ValueError, match="sources"):
+        O.find_occlusions(rgb, geo, sources=("hair",))
