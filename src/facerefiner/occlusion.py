@@ -58,8 +58,6 @@ from .reconstruct import FaceGeometry, native_logs_quiet
 from .unwrap import Region, face_region, rasterize_face
 
 log = logging.getLogger(__name__)
-#: Set to a dict to receive the rules' intermediate masks (for looking at them; None: off).
-DEBUG = None
 
 #: The sources, in the order they are reported.
 SOURCES = ("hands", "background", "skin", "highlights")
@@ -606,12 +604,10 @@ def occluders_by_colour(ns: np.ndarray, c: _Crop, layout: UVLayout, features: np
 
     t = np.maximum(c.texel, 0)
     if shadow is not None:
-        wide0 = _rules(ns, c, layout).wide.reshape(-1)[t]
-        ns = ns & ~(shadow & wide0 & ~_rules(ns, c, layout).narrow.reshape(-1)[t])
+        r0 = _rules(ns, c, layout)
+        ns = ns & ~(shadow & r0.wide.reshape(-1)[t] & ~r0.narrow.reshape(-1)[t])
     rules = _rules(ns, c, layout)
     wide, narrow = rules.wide.reshape(-1)[t] & c.cover, rules.narrow.reshape(-1)[t] & c.cover
-    if DEBUG is not None:
-        DEBUG.update(rules=rules, ns=ns)
     joined = ns if around is None else ns | (around & ~c.cover)
     n, lab = cv2.connectedComponents(joined.astype(np.uint8), connectivity=8)
     flat = lab.reshape(-1)
@@ -643,8 +639,6 @@ def occluders_by_colour(ns: np.ndarray, c: _Crop, layout: UVLayout, features: np
         edge = _grow(comp_occ[lab] & ~narrow & joined, max(1, int(round(ENTER * np.sqrt(face_px)))))
         inside |= narrow & same & edge
     occ = (comp_occ[lab] & ~narrow) | inside
-    if DEBUG is not None:
-        DEBUG.update(outside_part=comp_occ[lab] & ~narrow & ns, inside=inside & ns)
     return ns & occ & c.cover & ~rules.beard.reshape(-1)[t]
 
 
