@@ -426,11 +426,45 @@ def test_cli_refine_writes_everything(tmp_path):
     assert Image.open(folder / "texture.png").size == (256, 256)
     assert Image.open(folder / "texture_initial.png").size == (128, 128)
     assert Image.open(folder / "texture_sampled.png").mode == "RGBA"
-    assert Image.open(folder / "views.png").size == (10 * 256, 256)  # with the occlusion tile
     rep = json.loads((folder / "report.json").read_text())
+    # the light: estimated (albedo.png, light.json, a relit row under the contact sheet) or skipped
+    # with the reason; the occlusion tile in the first row either way
+    if "direction" in rep["light"]:
+        assert {"albedo.png", "light.json"} <= names
+        assert Image.open(folder / "views.png").size == (10 * 256, 512)
+        assert json.loads((folder / "light.json").read_text())["direction"] == rep["light"]["direction"]
+    else:
+        assert rep["light"]["skipped"] and not {"albedo.png", "light.json"} & names
+        assert Image.open(folder / "views.png").size == (10 * 256, 256)
     assert rep["export_size"] == 256 and rep["texture_size"] == 128
     assert rep["refine"]["config"]["seed"] == 3 and rep["refine"]["features"]["extractor"] == "patches"
     assert len(rep["refine"]["loss_history"]["render"]) > 2
+
+
+def test_cli_refine_albedo_and_no_delight(tmp_path, ffhq_photo):
+    """A frontal photo: albedo.png and light.json beside texture.png, mesh.glb carries the albedo;
+    --no-delight writes neither and says so in report.json."""
+    import io
+    import trimesh
+
+    args = ["refine", str(ffhq_photo), "--preset", "quick", "--features", "patches"]
+    r = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "a")], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    folder = tmp_path / "a" / "ffhq_00128"
+    rep = json.loads((folder / "report.json").read_text())
+    assert len(rep["light"]["direction"]) == 3 and 0 <= rep["light"]["ambient_share"] <= 1
+    light = json.loads((folder / "light.json").read_text())
+    assert len(light["gamma"]) == 3 and all(len(g) == 9 for g in light["gamma"]) and "OpenCV" in light["frame"]
+    albedo = np.asarray(Image.open(folder / "albedo.png").convert("RGB"))
+    scene = trimesh.load(io.BytesIO((folder / "mesh.glb").read_bytes()), file_type="glb")
+    mesh = next(iter(scene.geometry.values()))
+    glb_img = np.asarray(mesh.visual.material.baseColorTexture.convert("RGB"))
+    assert glb_img.shape == albedo.shape and np.abs(glb_img.astype(int) - albedo).max() <= 1
+    r = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "b"), "--no-delight"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    folder = tmp_path / "b" / "ffhq_00128"
+    assert not (folder / "albedo.png").exists() and not (folder / "light.json").exists()
+    assert json.loads((folder / "report.json").read_text())["light"] == {"skipped": "--no-delight"}
 
 
 def test_cli_refine_usage_errors(tmp_path, ffhq_photo):

@@ -180,14 +180,16 @@ texture_to_uint8 = to_uint8  # (3, S, S) float in [0, 1] -> (S, S, 3) uint8
 def write_face_folder(folder: Path, path: Path, rgb: np.ndarray, geo: FaceGeometry, un: UnwrapResult,
                       layout: UVLayout, cfg: Any, composite: np.ndarray, timings: dict[str, float],
                       extra: dict[str, Any] | None = None, texture: torch.Tensor | None = None,
-                      occlusion: np.ndarray | None = None) -> None:
+                      occlusion: np.ndarray | None = None, material: torch.Tensor | None = None) -> None:
     """Write the files every verb writes (``texture.png`` is ``texture``, default the sampled one;
-    ``occlusion.png``, the photo's pixels left out, white, when ``occlusion`` is given)."""
+    ``occlusion.png``, the photo's pixels left out, white, when ``occlusion`` is given; ``mesh.glb``
+    carries ``material`` when given, the albedo, so that engines light it, else ``texture.png``)."""
     write_obj(folder / "mesh.obj", geo.vertices, layout, texture_name="texture.png")
     save_json(folder / "camera.json", geo.camera.to_json())
     tex8 = texture_to_uint8(un.texture if texture is None else texture)
     save_png(folder / "texture.png", tex8)
-    (folder / "mesh.glb").write_bytes(glb_bytes(geo.vertices, layout, tex8))
+    glb_tex = tex8 if material is None else texture_to_uint8(material)
+    (folder / "mesh.glb").write_bytes(glb_bytes(geo.vertices, layout, glb_tex))
     save_png(folder / "visibility.png", un.visibility.numpy().astype(np.uint8) * 255)
     save_png(folder / "occlusion.png", (np.zeros(rgb.shape[:2], np.uint8) if occlusion is None
                                         else np.asarray(occlusion, bool).astype(np.uint8) * 255))
@@ -225,6 +227,8 @@ class RefineOptions(UnwrapConfig):
     """cpu, cuda or auto."""
     prior: Path | None = None
     """A face-texture prior (``facerefiner prior build``) for hidden eyes, brows, lips and nose."""
+    delight: bool = True
+    """Estimate the photo's light and write albedo.png (the texture with the light divided out, completed) and light.json; mesh.glb then carries the albedo."""
     export_size: int | None = None
     """Write texture.png (and mesh.glb's texture) at this size: the refined texture upsampled, with
     the photo's own texels where it shows the face (None: the optimisation's size)."""
@@ -270,18 +274,42 @@ def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *
                            device=opts.device, on_step=on_step, prior=prior)
             except NothingVisibleError as e:  # name the file that hid everything
                 raise NothingVisibleError(f"{opts.mask or path}: {e}") from None
+            albedo, light_skip = None, None
+            if opts.delight:
+                stage("light")
+                tl = time.perf_counter()
+                from .light import albedo_texture
+
+                try:
+                    albedo = albedo_texture(rgb, r.unwrapped, geo, layout, detail=config.detail, seed=config.seed,
+                                            prior=prior, source=str(path))
+                except InputError as e:  # a nearly black face: the texture is still written, without albedo
+                    light_skip = str(e)
+                    res.notes.append(f"{name}: {e}")
+                t_light = time.perf_counter() - tl
             stage("write")
             ta = time.perf_counter()
             comp = render_over_photo(rgb, r.texture, geo, layout)
             sheet = contact_sheet(rgb, r.sampled, r.initial, r.texture, comp, geo, layout,
                                   occlusion=face_m if face_m is not None else np.zeros(rgb.shape[:2], bool))
+            if albedo is not None:
+                from .views import relit_row
+
+                sheet = np.concatenate([sheet, relit_row(albedo.albedo, albedo.normals, geo, layout, sheet.shape[1])])
             timings = {"load_and_detect": t_load, "occlusion": t_occ, **r.timings, "views": time.perf_counter() - ta}
+            if opts.delight:
+                timings["light"] = t_light
             extra = {"face_index": k, "photo_faces": len(geos), "faces_in_photo": res.faces_in_photo,
                      "occlusion": occ_report,
                      "refine": {"config": config_dict(config), "features": r.features, "device": r.device,
                                 "loss_history": r.history,
                                 "content": str(opts.content) if opts.content else "facerefiner.complete"},
-                     "synthesis": r.extra.get("synthesis", {})}
+                     "synthesis": r.extra.get("synthesis", {}),
+                     "light": (albedo.report() if albedo is not None else
+                               {"skipped": "--no-delight" if not opts.delight else light_skip or
+                                "no light estimated: too little skin seen, or no plausible light fits it "
+                                "(the skin seen is darker at its edges than a light makes it: hair or "
+                                "shadows the occlusion step missed)"})}
             if r.extra.get("synthesis", {}).get("notice"):
                 res.notes.append(f"{name}: {r.extra['synthesis']['notice']}")
             out_tex = r.texture
@@ -293,7 +321,11 @@ def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *
                 extra["export_size"] = int(opts.export_size)
             with atomic_dir(Path(out_root) / name) as tmp:
                 write_face_folder(tmp, path, rgb, geo, r.unwrapped, layout, opts, comp, timings, extra,
-                                  texture=out_tex, occlusion=face_m)
+                                  texture=out_tex, occlusion=face_m,
+                                  material=None if albedo is None else albedo.albedo)
+                if albedo is not None:
+                    save_png(tmp / "albedo.png", texture_to_uint8(albedo.albedo))
+                    save_json(tmp / "light.json", albedo.light.to_json())
                 rgba = np.concatenate([texture_to_uint8(r.sampled),
                                        r.visibility.numpy().astype(np.uint8)[..., None] * 255], axis=2)
                 save_png(tmp / "texture_sampled.png", rgba)

@@ -85,3 +85,33 @@ def contact_sheet(photo: np.ndarray, sampled: torch.Tensor, initial: torch.Tenso
     tiles.append(_tile(render[int(box[1] * sy):int(box[3] * sy), int(box[0] * sx):int(box[2] * sx)], tile))
     tiles += [_u8(turned_view(texture, geometry, layout, y, tile)[0]) for y in SHEET_YAWS]
     return np.concatenate(tiles, axis=1)
+
+
+def relit_row(albedo: torch.Tensor, normals: torch.Tensor, geometry: FaceGeometry, layout: UVLayout,
+              width: int, tile: int = 256) -> np.ndarray:
+    """``views.png``'s second row: the albedo, then the head at the photo's pose under each light of
+    :data:`facerefiner.light.RELIGHT_DIRECTIONS` (albedo times that light's shading), on white.
+
+    Args:
+        albedo: (3, S, S) float in [0, 1]; normals: (S, S, 3) camera-frame texel normals.
+        width: the row's width in pixels (the first row's).
+
+    Returns:
+        (tile, width, 3) uint8.
+    """
+    from .light import RELIGHT_DIRECTIONS, directional, relight
+
+    from .light import Light, shading
+
+    tiles = [_tile(_u8(albedo), tile)]
+    seen = normals[..., 2] < 0                     # texels facing the camera
+    for d in RELIGHT_DIRECTIONS.values():
+        light = directional(np.array(d), ambient=0.3)
+        # as bright as the photo on average: mean shading 1 over the texels facing the camera
+        k = shading(light.gamma, normals.numpy()[seen.numpy()]).mean(0)
+        lit = relight(albedo, normals, Light(light.gamma / k[:, None], 0, 0.0))
+        tiles.append(_u8(turned_view(lit, geometry, layout, 0.0, tile)[0]))
+    row = np.concatenate(tiles, axis=1)
+    out = np.full((tile, width, 3), 255, np.uint8)
+    out[:, :min(width, row.shape[1])] = row[:, :width]
+    return out

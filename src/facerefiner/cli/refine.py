@@ -37,6 +37,7 @@ def refine_cmd(
     min_face: float = typer.Option(64.0, "--min-face", help="Ignore faces smaller than this many pixels across."),
     uv_layout: Optional[Path] = typer.Option(None, "--uv-layout", help="OBJ with UVs for MediaPipe's 468-vertex topology."),
     prior: Optional[Path] = typer.Option(None, "--prior", help="A face-texture prior (facerefiner prior build): hidden eyes, brows, lips and nose that the mirror cannot fill get its structure; without one they are filled as skin."),
+    no_delight: bool = typer.Option(False, "--no-delight", help="Skip the light estimation: no albedo.png or light.json, and mesh.glb carries texture.png (lit as in the photo)."),
     export_size: Optional[int] = typer.Option(None, "--export-size", help="Write texture.png (and mesh.glb's texture) at this size, e.g. 1024 or 2048: the refined texture upsampled, with the photo's own detail where it shows the face."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo photos whose folders in OUT are already complete (default: skip them, so a rerun resumes)."),
 ) -> None:
@@ -82,7 +83,8 @@ def refine_cmd(
     if export_size is not None and not cfg.size <= export_size <= 4096:
         usage_error(f"--export-size must be between the texture size {cfg.size} and 4096, got {export_size}")
     opts = RefineOptions(size=cfg.size, all_faces=all_faces, min_face=min_face, uv_layout=uv_layout, mask=mask, occlusion=occlusion,
-                         content=content, device=device, export_size=export_size, prior=prior)
+                         content=content, device=device, export_size=export_size, prior=prior,
+                         delight=not no_delight)
     try:
         check_writable_dir(out)
         layout = load_layout(uv_layout)
