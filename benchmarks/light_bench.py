@@ -8,7 +8,7 @@ reconstructed, unwrapped and de-lit like any photo; its albedo is compared with 
 texture (what ``texture.png`` would carry): per-channel scale-invariant PSNR at 128 x 128 over the
 texels both show; and the estimated light's direction against the true one.
 
-    python benchmarks/light_bench.py PHOTOS... [-o OUT.json]
+    python benchmarks/light_bench.py PHOTOS... [-o OUT.json] [--order 1|2]
 """
 
 from __future__ import annotations
@@ -52,7 +52,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("photos", nargs="+", type=Path)
     ap.add_argument("-o", "--out", type=Path, default=None)
+    ap.add_argument("--order", type=int, choices=(1, 2), default=None,
+                    help="the light's order (facerefiner.light.ORDER; default: the module's)")
     a = ap.parse_args(argv)
+    if a.order is not None:
+        import facerefiner.light as light_module
+
+        light_module.ORDER = a.order
     lay = default_layout()
     uvr = uv_raster(lay, S)
     rows = []
