@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 PRIOR_SIZE = 256
 #: Entries combined per face.
 PRIOR_K = 3
+#: Restore the fine detail that averaging entries takes away (see :func:`fit`).
+RESTORE_DETAIL = True
+#: The detail restored is finer than this Gaussian sigma, a fraction of S (4 texels at 512).
+PRIOR_DETAIL_SIGMA = 1 / 128
 #: File format version written into prior files.
 PRIOR_VERSION = 1
 
@@ -265,11 +269,21 @@ def fit(prior: TexturePrior, sampled: torch.Tensor, visibility: torch.Tensor, va
     w = w / w.sum()
     num = torch.zeros((3, S, S), device=dev)
     den = torch.zeros((S, S), device=dev)
+    sq = torch.zeros((S, S), device=dev)
     for wj, j in zip(w, order):
         m = msk[j].float() * float(wj)
         num += m[None] * (tex[j] * ratios[j][:, None, None]).clamp(0, 1)
         den += m
+        sq += m * m
         info["entries"].append({"source": prior.sources[keep[j]], "weight": round(float(wj), 4),
                                 "cost": round(costs[j], 6)})
     image = num / den.clamp_min(1e-6)[None]
+    if RESTORE_DETAIL:
+        # the average of k entries keeps their common structure (aligned brows, lids, irises) but
+        # divides the rest of their fine detail's amplitude by up to sqrt(k): the detail finer than
+        # PRIOR_DETAIL_SIGMA is scaled back by 1 / sqrt(sum of the squared normalised weights)
+        where = den > 1e-6
+        gain = torch.where(where, den / sq.clamp_min(1e-12).sqrt(), torch.ones_like(den))
+        base = lowpass(image, where, max(1.0, PRIOR_DETAIL_SIGMA * S))
+        image = torch.where(where[None], base + (image - base) * gain[None], image)
     return image.clamp(0, 1), den >= 0.5, info
