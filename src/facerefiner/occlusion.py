@@ -472,7 +472,6 @@ class _Crop:
     rgb: np.ndarray          # (h, w, 3) uint8
     cover: np.ndarray        # (h, w) bool
     texel: np.ndarray        # (h, w) int64 flat index into the (RULE_SIZE,) ** 2 grid, -1 off the mesh
-    uv: np.ndarray           # (h, w, 2) float uv (0 off the mesh)
 
 
 def _face_crop(rgb: np.ndarray, geometry: FaceGeometry, layout: UVLayout) -> _Crop:
@@ -481,14 +480,12 @@ def _face_crop(rgb: np.ndarray, geometry: FaceGeometry, layout: UVLayout) -> _Cr
     rast = rasterize_face(geometry, layout, region)
     cache = R.prepare(rast, torch.as_tensor(layout.faces), layout.uv_tensor())
     h, w = crop.shape[:2]
-    uv = np.zeros((h * w, 2))
-    uv[cache.index[0].numpy()] = cache.uv[0].numpy()
-    cover = np.zeros(h * w, bool)
-    cover[cache.index[0].numpy()] = True
     U = RULE_SIZE
-    t = np.clip(np.floor(uv * U).astype(np.int64), 0, U - 1)
-    texel = np.where(cover, t[:, 1] * U + t[:, 0], -1)
-    return _Crop(region, crop, cover.reshape(h, w), texel.reshape(h, w), uv.reshape(h, w, 2))
+    cover = R.coverage_mask(cache)[0].numpy()
+    texel = -np.ones(h * w, np.int64)
+    t = np.clip(np.floor(cache.uv[0].numpy() * U).astype(np.int64), 0, U - 1)
+    texel[cache.index[0].numpy()] = t[:, 1] * U + t[:, 0]
+    return _Crop(region, crop, cover, texel.reshape(h, w))
 
 
 def _skin_samples(c: _Crop, layout: UVLayout, feats: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
