@@ -15,15 +15,17 @@ the camera, so a face seen from the front has normals near (0, 0, -1). The l = 1
 ``a1 c1 (d . n)`` with ``d = (-gamma_3, -gamma_1, gamma_2)``: ``d`` points toward the light.
 
 The photo's texture I_S is the albedo times this shading. Both are fitted at once where the face
-shows skin (:func:`estimate_light`): the albedo of the skin is taken as one colour, so the nine
+shows skin (:func:`estimate_light`): the albedo of the skin is taken as one colour, so the
 coefficients per channel are a linear least-squares fit of the visible skin texels' colours,
 iteratively reweighted (Huber) so that moles, stubble and what the occlusion step missed do not
 pull it; the eyes, brows, lips and nostrils, clipped texels and the darkest tail (attached shadows
-under the nose and chin) are left out; the three channels' coefficients are pulled toward their
-mean only if :data:`MONO_WEIGHT` says so (Deep3DFaceRecon's nearly white light; off, see there),
-and the second-order band toward zero (a
-face shows too few normals to pin it down alone: only when the fit is implausible otherwise). The scale between albedo and light is fixed so
-that the shading's mean over the fitted texels is 1: the albedo keeps the photo's mean skin colour.
+under the nose and chin) are left out. By default (:data:`ORDER` 1) the light is first order (the
+second band held near zero): a face shows too few normals to pin the second band down, which then
+trades with the first and dips at the nose's normals. The channels are pulled toward their mean
+only if :data:`MONO_WEIGHT` says so (Deep3DFaceRecon's nearly white light; off, see there). A fit
+that is implausible (most of the face in deep shadow, a light from behind, a negative ambient) is
+refused. The scale between albedo and light is fixed so that the shading's mean over the fitted
+texels is 1: the albedo keeps the photo's mean skin colour.
 
 :func:`delight` divides the shading out of the visible texels; where the shading is too low to
 divide by (below :data:`MIN_SHADING`: a deep shadow) the texel counts as not visible, and the
