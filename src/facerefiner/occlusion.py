@@ -379,8 +379,9 @@ def _fit_mixture(x: np.ndarray, k: int, seed: int, iterations: int = 30) -> list
 
 def hand_mask(hands: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
     """(h, w) bool: each hand ((21, 2) MediaPipe hand landmarks in pixels) drawn as its palm polygon
-    and its finger bones as strokes one finger wide (the mean distance between neighbouring
-    knuckles), with round joints."""
+    and its finger bones as strokes :data:`HAND_WIDTH` fingers wide (a finger: the mean distance
+    between neighbouring knuckles), with round joints, each fingertip reaching half a finger past
+    its landmark."""
     import cv2
     import mediapipe as mp
 
@@ -395,8 +396,14 @@ def hand_mask(hands: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray
         cv2.fillPoly(out, [q[[0, 1, 5, 9, 13, 17]]], 1, lineType=cv2.LINE_8, shift=2)
         for a, b in bones:
             cv2.line(out, tuple(q[a]), tuple(q[b]), 1, thickness=t, lineType=cv2.LINE_8, shift=2)
-        for c in q:
-            cv2.circle(out, tuple(c), t // 2, 1, thickness=-1, lineType=cv2.LINE_8, shift=2)
+        # the fingertips reach past their landmark (the nail's end): half a finger width further
+        for dip, tip in ((3, 4), (7, 8), (11, 12), (15, 16), (19, 20)):
+            v = p[tip] - p[dip]
+            end = p[tip] + v / max(float(np.linalg.norm(v)), 1e-6) * 0.5 * width
+            cv2.line(out, tuple(q[tip]), tuple(np.round(end * 4).astype(np.int32)), 1, thickness=t,
+                     lineType=cv2.LINE_8, shift=2)
+        for c in q:  # round joints (with shift=2 the radius is in quarter pixels too)
+            cv2.circle(out, tuple(c), 4 * (t // 2), 1, thickness=-1, lineType=cv2.LINE_8, shift=2)
     return out.astype(bool)
 
 
