@@ -112,13 +112,19 @@ def test_masks_scaled_to_the_photo(tmp_path):
 def test_stage_progress_and_names():
     seen = []
     p = fa.StageProgress(lambda f, t: seen.append((round(f, 3), t)), total_steps=4)
+    # every stage the pipeline reports, in its order: the bar never goes back
     p.stage("load")
+    p.stage("reconstruct")
+    p.stage("occlusion")
     p.stage("refine")
     for i in range(4):
         p.step({"scale": 64, "step": i, "steps": 4})
+    p.stage("light")
     p.stage("write")
+    p.stage("export")
     fr = [f for f, _ in seen]
-    assert fr == sorted(fr) and fr[0] == 0.0 and seen[-2][0] == 0.9 and seen[-1][1].startswith("writing")
+    assert fr == sorted(fr) and fr[0] == 0.0 and seen[-2][1].startswith("writing")
+    assert all(t != name for (_, t), name in zip(seen, ["load", "reconstruct", "occlusion"]))  # named stages
     assert fa.safe_stem("../../etc/pass wd.jpg") == "pass_wd" and fa.safe_stem("") == "photo"
     assert fa.clean_message("/tmp/x/abc.jpg: no face found\nmore", "/tmp/x/abc.jpg", "me.jpg") == "me.jpg: no face found"
 
@@ -154,8 +160,10 @@ def test_find_occluders_paints_the_hand_into_the_editor_layer(tmp_path):
     src = need(FACES / "deca_vox_id06692.jpg")
     app = fa.FaceApp(preset="quick", features="patches", root=tmp_path / "runs",
                      extractor=get_extractor("patches"))
-    layer = app.find_occluders(src)
+    value = app.find_occluders(src)
+    layer = value["layers"][0]
     rgb = np.asarray(Image.open(src).convert("RGB"))
+    assert (value["background"] == fa.preview(rgb)).all() and value["composite"].shape == value["background"].shape
     assert layer.shape == fa.preview(rgb).shape[:2] + (4,) and layer.dtype == np.uint8
     on = layer[..., 3] > 0
     assert 0.02 < on.mean() < 0.3

@@ -442,15 +442,18 @@ def test_cli_refine_writes_everything(tmp_path):
 
 
 def test_cli_refine_albedo_and_no_delight(tmp_path, ffhq_photo):
-    """A frontal photo: albedo.png and light.json beside texture.png, mesh.glb carries the albedo;
+    """A frontal photo: albedo.png and light.json beside texture.png (at --export-size too), mesh.glb
+    carries the albedo;
     --no-delight writes neither and says so in report.json."""
     import io
     import trimesh
 
     args = ["refine", str(ffhq_photo), "--preset", "quick", "--features", "patches"]
-    r = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "a")], catch_exceptions=False)
+    r = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "a"), "--export-size", "256"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     folder = tmp_path / "a" / "ffhq_00128"
+    # --export-size: the albedo at the texture's size too (quick optimises at 128)
+    assert Image.open(folder / "albedo.png").size == Image.open(folder / "texture.png").size == (256, 256)
     rep = json.loads((folder / "report.json").read_text())
     assert len(rep["light"]["direction"]) == 3 and 0 <= rep["light"]["ambient_share"] <= 1
     light = json.loads((folder / "light.json").read_text())

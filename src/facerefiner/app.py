@@ -264,8 +264,11 @@ class StageProgress:
     the schedule's steps), writing the rest.
     """
 
-    _AT = {"load": 0.0, "reconstruct": 0.03, "refine": 0.1, "write": 0.9, "export": 0.93}
-    _TEXT = {"load": "loading the photo", "reconstruct": "finding the face", "refine": "refining the texture",
+    _AT = {"load": 0.0, "reconstruct": 0.03, "occlusion": 0.07, "refine": 0.1, "light": 0.9, "write": 0.91,
+           "export": 0.93}
+    _TEXT = {"load": "loading the photo", "reconstruct": "finding the face",
+             "occlusion": "finding what covers the face", "refine": "refining the texture",
+             "light": "estimating the light, de-lighting the texture",
              "write": "writing the mesh, texture and views", "export": "upsampling the texture"}
 
     def __init__(self, report: Callable[[float, str], None], total_steps: int):
@@ -379,10 +382,11 @@ class FaceApp:
         return RunOutput(folder=folder, texture=folder / "texture.png", views=folder / "views.png",
                          glb=folder / "mesh.glb", zip=zip_path, summary=summary, report=rep)
 
-    def find_occluders(self, photo: str | os.PathLike, display_name: str | None = None) -> np.ndarray:
-        """What ``--occlusion auto`` finds in front of the photo's largest face, as an (h, w, 4)
-        uint8 RGBA layer for the mask editor (the photo's :func:`preview` size, magenta where
-        found, transparent elsewhere), so that the user can paint more or erase before the run.
+    def find_occluders(self, photo: str | os.PathLike, display_name: str | None = None) -> dict[str, Any]:
+        """What ``--occlusion auto`` finds in front of the photo's largest face, as the mask
+        editor's value: ``{"background": (h, w, 3) uint8 preview, "layers": [(h, w, 4) uint8 RGBA,
+        MASK_RGBA where found, transparent elsewhere], "composite": the two blended}`` at the
+        photo's :func:`preview` size, so that the user can paint more or erase before the run.
 
         Raises:
             FaceRefinerError: not an image, no face.
@@ -398,7 +402,9 @@ class FaceApp:
         m = _resize_bool(m, (small.shape[1], small.shape[0]))
         layer = np.zeros(small.shape[:2] + (4,), np.uint8)
         layer[m] = MASK_RGBA
-        return layer
+        a = layer[..., 3:4] / 255.0
+        comp = (small * (1 - a) + layer[..., :3] * a).astype(np.uint8)
+        return {"background": small, "layers": [layer], "composite": comp}
 
 
 def summary_line(name: str, rep: dict, *, size: int, preset: str, features: str, secs: float,
@@ -486,15 +492,9 @@ def build_app(*, preset: str = "default", features: str = "auto", vgg_weights: s
         if not photo:
             raise gr.Error("Upload a photo of a face first.")
         try:
-            layer = fa.find_occluders(photo, Path(photo).name)
-            rgb = check_photo(photo, Path(photo).name)
+            return fa.find_occluders(photo, Path(photo).name), False
         except FaceRefinerError as e:
             raise gr.Error(str(e), print_exception=False) from None
-        bg = preview(rgb)
-        comp = bg.copy()
-        a = layer[..., 3:4] / 255.0
-        comp = (comp * (1 - a) + layer[..., :3] * a).astype(np.uint8)
-        return {"background": bg, "layers": [layer], "composite": comp}, False
 
     def on_run(photo: str | None, editor: dict | None, mask_file: str | None, preset_name: str,
                auto: bool, request: gr.Request, progress=gr.Progress()):

@@ -331,6 +331,7 @@ FEATURES = ("LEFT_EYE", "RIGHT_EYE", "LEFT_EYEBROW", "RIGHT_EYEBROW", "LIPS", "N
 FEATURE_MARGIN = 1 / 32
 
 
+@functools.lru_cache(maxsize=1)
 def feature_vertices() -> dict[str, np.ndarray]:
     """The vertex indices of each facial feature (:data:`FEATURES`), from MediaPipe's connection
     sets (bundled in the pinned wheel)."""
@@ -352,8 +353,14 @@ def feature_masks(layout: UVLayout, size: int, margin: float = FEATURE_MARGIN) -
         size: texture size S.
 
     Returns:
-        ``{name: (S, S) bool}``; empty for a layout of another topology.
+        ``{name: (S, S) bool}`` (read-only arrays, computed once per layout, size and margin);
+        empty for a layout of another topology.
     """
+    return dict(_feature_masks(layout, int(size), float(margin)))
+
+
+@functools.lru_cache(maxsize=32)
+def _feature_masks(layout: UVLayout, size: int, margin: float) -> dict[str, np.ndarray]:
     import cv2
 
     if layout.num_vertices != _NUM_VERTICES:
@@ -367,6 +374,7 @@ def feature_masks(layout: UVLayout, size: int, margin: float = FEATURE_MARGIN) -
         hull = cv2.convexHull(np.round(xy * 16).astype(np.int32))
         cv2.fillConvexPoly(m, hull, 1, lineType=cv2.LINE_8, shift=4)
         out[name] = cv2.dilate(m, disc).astype(bool)
+        out[name].flags.writeable = False
     return out
 
 

@@ -46,7 +46,7 @@ from .check import check_shape
 from .errors import InputError
 from .layout import UVLayout, default_layout, feature_mask
 from .reconstruct import FaceGeometry
-from .unwrap import UVRaster, uv_raster, vertex_normals
+from .unwrap import UVRaster, texel_normals, uv_raster  # noqa: F401  (texel_normals: part of this module's API)
 
 log = logging.getLogger(__name__)
 
@@ -118,21 +118,6 @@ def sh_basis(normals: torch.Tensor | np.ndarray) -> np.ndarray:
 def shading(gamma: np.ndarray, normals: torch.Tensor | np.ndarray) -> np.ndarray:
     """(3, 9) coefficients and (..., 3) normals -> (..., 3) float64 shading per channel."""
     return sh_basis(normals) @ np.asarray(gamma, dtype=np.float64).T
-
-
-def texel_normals(geometry: FaceGeometry, layout: UVLayout | None = None, size: int = 512,
-                  uvr: UVRaster | None = None) -> torch.Tensor:
-    """The mesh's unit normal at every texel, in the camera frame.
-
-    Returns:
-        (S, S, 3) float32 (zeros outside the layout).
-    """
-    layout = layout or default_layout()
-    uvr = uvr or uv_raster(layout, size)
-    nv = vertex_normals(geometry.camera.to_camera(geometry.vertices), layout.faces)
-    n = uvr.interpolate(torch.as_tensor(nv, dtype=torch.float32))
-    n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-    return torch.where(uvr.valid[..., None], n, torch.zeros_like(n))
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from . import render as R
-from .layout import UVLayout, default_layout, feature_masks
+from .layout import UVLayout, default_layout, feature_mask, feature_masks
 from .reconstruct import FaceGeometry, native_logs_quiet
 from .unwrap import Region, face_region, rasterize_face
 
@@ -419,11 +419,7 @@ def _grow(mask: np.ndarray, r: int, within: np.ndarray | None = None) -> np.ndar
 
 def _feature_pixels(c: _Crop, layout: UVLayout, margin: float) -> np.ndarray:
     """(h, w) bool: the crop's pixels on the features grown by ``margin`` (a fraction of S)."""
-    U = RULE_SIZE
-    wide = np.zeros((U, U), bool)
-    for m in feature_masks(layout, U, margin).values():
-        wide |= m
-    return wide.reshape(-1)[np.maximum(c.texel, 0)] & c.cover
+    return feature_mask(layout, RULE_SIZE, margin).reshape(-1)[np.maximum(c.texel, 0)] & c.cover
 
 
 def texture_contrast(luma: np.ndarray, reference: np.ndarray, sigma: float) -> np.ndarray:
@@ -608,8 +604,10 @@ def occluders_by_colour(ns: np.ndarray, c: _Crop, layout: UVLayout, features: np
 
     t = np.maximum(c.texel, 0)
     if shadow is not None:
-        r0 = _rules(ns, c, layout)
-        ns = ns & ~(shadow & r0.wide.reshape(-1)[t] & ~r0.narrow.reshape(-1)[t])
+        from .layout import FEATURE_MARGIN
+
+        around_features = _feature_pixels(c, layout, FEATURE_MARGIN) & ~_feature_pixels(c, layout, RULE_FEATURE_MARGIN)
+        ns = ns & ~(shadow & around_features)
     rules = _rules(ns, c, layout)
     wide, narrow = rules.wide.reshape(-1)[t] & c.cover, rules.narrow.reshape(-1)[t] & c.cover
     joined = ns if around is None else ns | (around & ~c.cover)

@@ -149,10 +149,11 @@ def unwrap_photo(path: Path, out_root: Path, cfg: UnwrapConfig, *, layout: UVLay
         names = face_folder_names(Path(path).stem, len(geos), cfg.all_faces)
         uvr = uv_raster(layout, cfg.size)
         for k, (name, geo) in enumerate(zip(names, geos)):
-            stage("unwrap")
+            stage("occlusion")
             ta = time.perf_counter()
             face_m, occ_report = face_mask(rgb, geo, layout, mask, cfg.occlusion)
             to = time.perf_counter()
+            stage("unwrap")
             un = unwrap(rgb, geo, cfg.size, layout=layout, mask=face_m, uvr=uvr)
             tb = time.perf_counter()
             stage("render")
@@ -317,6 +318,12 @@ def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *
                 stage("export")
                 te = time.perf_counter()
                 out_tex = upscale_texture(rgb, geo, r.texture, opts.export_size, layout=layout, mask=face_m)
+                if albedo is not None:  # the albedo at the same size (upsampled: it has no photo texels to re-sample)
+                    from dataclasses import replace
+
+                    up = torch.nn.functional.interpolate(albedo.albedo[None].float(), size=(opts.export_size,) * 2,
+                                                         mode="bicubic", align_corners=False)[0].clamp(0, 1)
+                    albedo = replace(albedo, albedo=up)
                 timings["export"] = time.perf_counter() - te
                 extra["export_size"] = int(opts.export_size)
             with atomic_dir(Path(out_root) / name) as tmp:

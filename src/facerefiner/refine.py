@@ -730,7 +730,7 @@ def synthesis_report(visibility: torch.Tensor, layout: UVLayout, uvr: Any) -> di
     lost = valid & ~vis & ~(mirror_texture(vis[None].float(), mirror_uv(layout, S, uvr))[0] > 0.999)
     out = {}
     for name, m in feats.items():
-        m = torch.from_numpy(m) & valid
+        m = torch.as_tensor(np.array(m)) & valid  # (the cached masks are read-only)
         out[name] = round(float((m & lost).sum()) / max(1.0, float(m.sum())), 4)
     return out
 

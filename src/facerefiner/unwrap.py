@@ -84,6 +84,26 @@ def vertex_normals(points: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
 
 
+def texel_normals(geometry: FaceGeometry, layout: UVLayout | None = None, size: int = 512,
+                  uvr: UVRaster | None = None) -> torch.Tensor:
+    """The mesh's unit normal at every texel, in the camera frame (OpenCV: x right, y down, z away
+    from the camera; a texel facing the camera has z < 0).
+
+    Args:
+        geometry: the face; layout: its UV layout; size: S (ignored when ``uvr`` is given).
+        uvr: optional precomputed :func:`uv_raster` of ``layout``.
+
+    Returns:
+        (S, S, 3) float32 (zeros outside the layout).
+    """
+    layout = layout or default_layout()
+    uvr = uvr or uv_raster(layout, size)
+    nv = vertex_normals(geometry.camera.to_camera(geometry.vertices), layout.faces)
+    n = uvr.interpolate(torch.as_tensor(nv, dtype=torch.float32))
+    n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    return torch.where(uvr.valid[..., None], n, torch.zeros_like(n))
+
+
 def _to_chw_float(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     if isinstance(image, torch.Tensor):
         t = image
@@ -208,13 +228,10 @@ def unwrap(image: np.ndarray | torch.Tensor, geometry: FaceGeometry, size: int =
 
     cam = geometry.camera
     proj = cam.project(geometry.vertices)                    # (V, 3) pixel x, y, depth
-    normals = vertex_normals(cam.to_camera(geometry.vertices), layout.faces)
-    attr = torch.as_tensor(np.concatenate([region.to_region(proj[:, :2]), proj[:, 2:3], normals], 1),
-                           dtype=torch.float32)
-    tx = uvr.interpolate(attr)                               # (S, S, 6)
+    attr = torch.as_tensor(np.concatenate([region.to_region(proj[:, :2]), proj[:, 2:3]], 1), dtype=torch.float32)
+    tx = uvr.interpolate(attr)                               # (S, S, 3)
     xy, depth = tx[..., :2], tx[..., 2]
-    n = tx[..., 3:6]
-    n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    n = texel_normals(geometry, layout, uvr=uvr)
     if cam.perspective:
         pts = R.interpolate(torch.as_tensor(cam.to_camera(geometry.vertices), dtype=torch.float32),
                             uvr.rast, uvr.faces)[0]
