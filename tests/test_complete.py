@@ -175,3 +175,29 @@ def test_prior_build_save_load_and_errors(tmp_path):
         P.load_prior(tmp_path / "cut.npz")
     with pytest.raises(InputError, match="no such file"):
         P.load_prior(tmp_path / "none.npz")
+
+
+def test_extend_outside_keeps_the_edge_colour_then_fades_smoothly():
+    from facerefiner.complete import EDGE_BAND, extend_outside, pull_push
+
+    S = 64
+    yy, xx = np.mgrid[:S, :S]
+    valid = (yy - 32) ** 2 + (xx - 32) ** 2 < 14 ** 2
+    rng = np.random.default_rng(0)
+    image = np.where(valid[..., None], rng.uniform(0, 1, (S, S, 3)), np.nan)
+    out = extend_outside(np.nan_to_num(image), valid)
+    assert np.array_equal(out[valid], np.nan_to_num(image)[valid])
+    assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+    from scipy import ndimage
+
+    dist, (iy, ix) = ndimage.distance_transform_edt(~valid, return_indices=True)
+    band = (~valid) & (dist <= EDGE_BAND)
+    assert np.allclose(out[band], np.nan_to_num(image)[iy[band], ix[band]])
+    # far from the edge: smooth (no streaks of single edge texels): neighbours differ little
+    far = dist > 3 * EDGE_BAND
+    step = np.abs(np.diff(out, axis=1))[far[:, 1:] & far[:, :-1]]
+    edge_step = np.abs(np.diff(out, axis=1))[band[:, 1:] & band[:, :-1]]
+    assert step.mean() < 0.2 * edge_step.mean()
+    # pull-push of a constant is the constant
+    const = pull_push(np.full((S, S, 3), 0.3), valid)
+    assert np.allclose(const, 0.3)

@@ -117,15 +117,63 @@ def poisson_fill(target: np.ndarray, known: np.ndarray, valid: np.ndarray, guide
     return out
 
 
-def extend_outside(image: np.ndarray, valid: np.ndarray, iterations: int | None = None) -> np.ndarray:
-    """Fill texels outside ``valid`` with the colour of the nearest valid texel (pull-push free,
-    via a distance transform), so bilinear lookups at the layout edge see no black."""
+EDGE_BAND = 3
+"""Texels past the layout's edge that take the nearest edge texel's colour exactly (bilinear and
+mip-map lookups at the edge see the edge's own colour); further out the fill fades into a smooth one."""
+
+
+def pull_push(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """A smooth fill of the texels outside ``valid``: the valid texels' weighted averages over a
+    pyramid of 2 x 2 blocks, taken back up with bilinear upsampling (Gortler et al.'s pull-push).
+
+    Args:
+        image: (H, W, C) float64; values outside ``valid`` are ignored.
+        valid: (H, W) bool, at least one True.
+
+    Returns:
+        (H, W, C) float64 equal to ``image`` on ``valid`` and smooth elsewhere.
+    """
+    import cv2
+
+    levels = [(image * valid[..., None], valid.astype(np.float64))]
+    while levels[-1][1].min() <= 0 and min(levels[-1][1].shape) > 1:
+        num, w = levels[-1]
+        h2, w2 = (num.shape[0] + 1) // 2, (num.shape[1] + 1) // 2
+        pad = ((0, 2 * h2 - num.shape[0]), (0, 2 * w2 - num.shape[1]))
+        num = np.pad(num, pad + ((0, 0),))
+        w = np.pad(w, pad)
+        levels.append((num.reshape(h2, 2, w2, 2, -1).sum((1, 3)), w.reshape(h2, 2, w2, 2).sum((1, 3))))
+    num, w = levels[-1]
+    filled = num / np.maximum(w, 1e-12)[..., None]
+    for num, w in reversed(levels[:-1]):
+        up = cv2.resize(filled, (num.shape[1], num.shape[0]), interpolation=cv2.INTER_LINEAR)
+        up = up.reshape(num.shape)
+        a = np.clip(w, 0, 1)[..., None]  # a level's own average where it has any valid texel
+        filled = a * num / np.maximum(w, 1e-12)[..., None] + (1 - a) * up
+    return np.where(valid[..., None], image, filled)
+
+
+def extend_outside(image: np.ndarray, valid: np.ndarray, band: int = EDGE_BAND) -> np.ndarray:
+    """Fill texels outside ``valid``: the nearest valid texel's colour within ``band`` texels of
+    the edge (bilinear lookups at the layout edge see no black and no other colour), fading over
+    as many texels again into :func:`pull_push`'s smooth fill (no streaks in ``texture.png``).
+
+    Args:
+        image: (H, W, C) float64; values outside ``valid`` are ignored.
+        valid: (H, W) bool.
+
+    Returns:
+        (H, W, C) float64 equal to ``image`` on ``valid``.
+    """
     from scipy import ndimage
 
-    if valid.all():
+    if valid.all() or not valid.any():
         return image
-    _, (iy, ix) = ndimage.distance_transform_edt(~valid, return_indices=True)
-    return image[iy, ix]
+    dist, (iy, ix) = ndimage.distance_transform_edt(~valid, return_indices=True)
+    near = image[iy, ix]
+    far = pull_push(image, valid)
+    t = np.clip((dist - band) / max(band, 1), 0.0, 1.0)[..., None]
+    return np.where(valid[..., None], image, (1 - t) * near + t * far)
 
 
 def complete(texture: torch.Tensor, visibility: torch.Tensor, layout: UVLayout | None = None, *,
