@@ -30,9 +30,10 @@ run on a crop around the face (:data:`OCCLUSION_SIDE` pixels on its long side) a
     inside the features' surroundings and stay;
   * around the features, pixels of the skin's colour that are only darker (:data:`SHADOW_CHROMA`:
     eye sockets, the sides of the nose) are shadowed skin, not an occluder;
-  * below the nose (the beard zone), non-skin texels whose mirror texel is non-skin too, or not
-    seen, are a beard or a moustache: the face's own texture, kept. An asymmetric dark region there
-    (a phone, a microphone, a strand of hair) is occluded. A symmetric scarf over the chin is kept
+  * below the nose (the beard zone), non-skin texels whose mirror texel is non-skin of the same
+    colour (:data:`BEARD_CHROMA`) are a beard or a moustache: the face's own texture, kept;
+    texels whose mirror is not seen follow the majority of their region's texels whose mirror is.
+    An asymmetric region there (a phone, a microphone, a strand of hair) is occluded. A symmetric scarf over the chin is kept
     as well: the rule cannot tell it from a beard.
 - ``highlights``: clipped pixels (every channel at :data:`CLIPPED` or more) and specular
   highlights (far brighter than the skin and less saturated), outside the features (the
@@ -247,6 +248,11 @@ def colour_features(rgb: np.ndarray) -> np.ndarray:
 #: the brightness of its lit side) stays skin, while hair and lenses, which differ in colour too,
 #: do not.
 LUMA_TOLERANCE = 2.0
+
+
+#: Below the nose, non-skin whose mirror texel's non-skin differs by more than this in either log
+#: colour ratio (:func:`colour_features`, 100 log(R/G), 100 log(B/G)) is not a beard.
+BEARD_CHROMA = 8.0
 
 
 #: Variance added to every axis of a fitted covariance (log-ratio units and grey levels squared): keeps a grayscale
@@ -540,10 +546,12 @@ class _Rules:
     features: dict           # {name: (U, U) bool} each feature of narrow
     wide: np.ndarray         # the features with their surroundings (FEATURE_MARGIN): brow tails, lashes
     surrounded: np.ndarray   # feature texels whose surrounding skin is mostly non-skin
-    beard: np.ndarray        # beard-zone texels whose non-skin is facial hair
+    beard: np.ndarray        # beard-zone texels whose non-skin is facial hair (mirror: the same)
+    one_sided: np.ndarray    # beard-zone texels whose mirror texel is not seen (no evidence)
+    zone: np.ndarray         # the beard zone: below the nose
 
 
-def _rules(ns_pix: np.ndarray, c: _Crop, layout: UVLayout) -> _Rules:
+def _rules(ns_pix: np.ndarray, c: _Crop, layout: UVLayout, features: np.ndarray | None = None) -> _Rules:
     from .complete import mirror_uv
     from .layout import FEATURE_MARGIN
 
@@ -563,11 +571,12 @@ def _rules(ns_pix: np.ndarray, c: _Crop, layout: UVLayout) -> _Rules:
     # (texels far from any seen skin get 0 from the lowpass: no evidence of an occluder)
     ring = _share_around(ns, seen & ~wide, RING_SIGMA * U)
     surrounded = narrow & (ring >= RING_SHARE)
-    # the beard zone: below the nose; symmetric (or one-sided-seen) non-skin there is facial hair
+    # the beard zone: below the nose; symmetric non-skin there is facial hair
     beard = np.zeros((U, U), bool)
+    one_sided = np.zeros((U, U), bool)
+    zone = np.zeros((U, U), bool)
     if "NOSE" in narrow_d and narrow_d["NOSE"].any():
         rows = np.nonzero(narrow_d["NOSE"].any(1))[0]
-        zone = np.zeros((U, U), bool)
         zone[rows.max():] = True
         beard = zone
         if layout.mirror is not None:
@@ -575,8 +584,16 @@ def _rules(ns_pix: np.ndarray, c: _Crop, layout: UVLayout) -> _Rules:
             mt = np.clip(np.floor(muv * U).astype(np.int64), 0, U - 1)
             m_seen = seen[mt[..., 1], mt[..., 0]]
             m_ns = ns[mt[..., 1], mt[..., 0]] > 0.5
-            beard = zone & (m_ns | ~m_seen)
-    return _Rules(narrow, narrow_d, wide, surrounded, beard)
+            if features is not None:
+                # a beard's two sides have one colour (the hair's): a grey phone at one jaw beside
+                # stubble or a strand of blonde hair at the other is not a beard
+                w = ns_pix[c.cover].astype(np.float64)
+                chroma = np.stack([np.bincount(idx, weights=features[c.cover][:, k] * w, minlength=U * U)
+                                   for k in range(2)], -1).reshape(U, U, 2) / np.maximum(nsum, 1e-9)[..., None]
+                m_chroma = chroma[mt[..., 1], mt[..., 0]]
+                m_ns &= np.abs(chroma - m_chroma).max(-1) <= BEARD_CHROMA
+            beard, one_sided = zone & m_ns & m_seen, zone & ~m_seen
+    return _Rules(narrow, narrow_d, wide, surrounded, beard, one_sided, zone)
 
 
 def occluders_by_colour(ns: np.ndarray, c: _Crop, layout: UVLayout, features: np.ndarray | None = None,
@@ -608,7 +625,7 @@ def occluders_by_colour(ns: np.ndarray, c: _Crop, layout: UVLayout, features: np
 
         around_features = _feature_pixels(c, layout, FEATURE_MARGIN) & ~_feature_pixels(c, layout, RULE_FEATURE_MARGIN)
         ns = ns & ~(shadow & around_features)
-    rules = _rules(ns, c, layout)
+    rules = _rules(ns, c, layout, features)
     wide, narrow = rules.wide.reshape(-1)[t] & c.cover, rules.narrow.reshape(-1)[t] & c.cover
     joined = ns if around is None else ns | (around & ~c.cover)
     n, lab = cv2.connectedComponents(joined.astype(np.uint8), connectivity=8)
@@ -641,7 +658,16 @@ def occluders_by_colour(ns: np.ndarray, c: _Crop, layout: UVLayout, features: np
         edge = _grow(comp_occ[lab] & ~narrow & joined, max(1, int(round(ENTER * np.sqrt(face_px)))))
         inside |= narrow & same & edge
     occ = (comp_occ[lab] & ~narrow) | inside
-    return ns & occ & c.cover & ~rules.beard.reshape(-1)[t]
+    # a region's texels whose mirror is not seen follow the region's other texels in the beard
+    # zone: kept as a beard when those are symmetric (or there are none), not when they are not
+    # (the far jaw's texels of a phone held to one cheek)
+    zone_seen = (rules.zone & ~rules.one_sided).reshape(-1)[t] & c.cover & ns
+    sym = rules.beard.reshape(-1)[t] & zone_seen
+    votes_sym = np.bincount(flat, weights=sym.reshape(-1).astype(np.float64), minlength=n)
+    votes_all = np.bincount(flat, weights=zone_seen.reshape(-1).astype(np.float64), minlength=n)
+    beard_comp = votes_sym >= 0.5 * votes_all
+    beard = rules.beard.reshape(-1)[t] | (rules.one_sided.reshape(-1)[t] & beard_comp[lab])
+    return ns & occ & c.cover & ~beard
 
 
 def find_occlusions(rgb: np.ndarray, geometry: FaceGeometry, layout: UVLayout | None = None, *,
