@@ -201,3 +201,5 @@ def test_extend_outside_keeps_the_edge_colour_then_fades_smoothly():
     # pull-push of a constant is the constant
     const = pull_push(np.full((S, S, 3), 0.3), valid)
     assert np.allclose(const, 0.3)
+    # the dtype is kept (float32 textures stay float32)
+    assert extend_outside(np.zeros((S, S, 3), np.float32), valid).dtype == np.float32

@@ -183,3 +183,41 @@ def test_light_json_round_trip_and_frame():
     assert np.allclose(back.direction(), np.array((-1.0, 0.0, -1.0)) / math.sqrt(2), atol=1e-4)
     with pytest.raises(InputError, match="gamma"):
         L.Light.from_json({"gamma": [[1, 2]]})
+
+
+def test_bright_texels_in_the_shade_keep_an_albedo_of_at_most_one(monkeypatch):
+    """A bright patch (albedo 0.9, an eye's sclera) where the light is weakest, on skin of albedo
+    0.6, in a brightly exposed photo (mean shading 1.25): with the mean shading fixed at 1 the
+    patch's albedo would be 1.125 (albedo.png clips it, and the
+    photo would not come back); the light's scale is raised instead. (The nine-term fit, which
+    recovers this light exactly.)"""
+    from facerefiner.layout import UVLayout
+
+    monkeypatch.setattr(L, "ORDER", 2)
+    normals, inside = _sphere()
+    truth = L.directional(np.array([-1.0, 0.0, -0.6]), ambient=0.7)
+    sh = torch.from_numpy(L.shading(truth.gamma, normals.numpy()).astype(np.float32)).permute(2, 0, 1)
+    sh = 1.25 * sh / sh[:, inside].mean()  # 1.04 to 1.6: no texel clips
+    albedo = torch.full_like(sh, 0.6)
+    n = inside.shape[0]
+    patch = torch.zeros_like(inside)
+    patch[n // 2 - 4:n // 2 + 4, 3 * n // 4 - 4:3 * n // 4 + 4] = True  # the side away from the light
+    albedo[:, patch] = 0.9
+    tex = (albedo * sh).clamp(0, 1) * inside[None]
+
+    class _Raster:
+        valid = inside
+
+    lay = UVLayout(uv=np.zeros((3, 2)), faces=np.array([[0, 1, 2]]), mirror=None, symmetric=False,
+                   closed_eyes=False, name="none")
+    est = L.estimate_light(tex, inside, normals, lay, uvr=_Raster())
+    est_sh = L.shading(est.gamma, normals.numpy())
+    lit = inside.numpy() & (est_sh >= L.MIN_SHADING).all(-1)  # deep shadows are not divided by
+    ratio = (tex.permute(1, 2, 0).numpy() / np.maximum(est_sh, 1e-6))[lit].max(1)
+    assert np.quantile(ratio, L.ALBEDO_QUANTILE) <= 1.01
+    # and the albedo's contrast is the truth's: the patch 1.5 times as bright as the skin
+    alb, ok = L.delight(tex, inside, normals, est)
+    ring = torch.zeros_like(inside)
+    ring[n // 2 - 8:n // 2 + 8, 3 * n // 4 - 8:3 * n // 4 + 8] = True
+    p, skin = alb[:, patch & ok].mean(), alb[:, ok & ring & ~patch].mean()
+    assert float(p / skin) == pytest.approx(1.5, rel=0.03)

@@ -499,3 +499,51 @@ def test_cli_refine_offline_without_weights_falls_back_to_patches_and_says_so(tm
     rep = json.loads((tmp_path / "out" / "ffhq_00128" / "report.json").read_text())
     assert rep["refine"]["features"]["extractor"] == "patches" and rep["refine"]["features"]["requested"] == "auto"
     assert (tmp_path / "out" / "ffhq_00128" / "texture.png").is_file()
+
+
+def test_refine_texture_under_unit_shading_is_the_lit_refinement(photo):
+    """shading=1 everywhere changes nothing (the rendering term multiplies the texture by it), and
+    a shading of 0.5 changes the rendering term's target: the result differs."""
+    from facerefiner.complete import complete
+    from facerefiner.refine import refine_texture, render_target
+    from facerefiner.unwrap import unwrap
+
+    rgb, geo = photo
+    cfg = preset("quick", steps=(3, 2))
+    lay = default_layout()
+    un = unwrap(rgb, geo, cfg.size)
+    valid = uv_raster(lay, cfg.size).valid
+    init = complete(un.texture, un.visibility, lay)
+    target = render_target(rgb, geo, lay, 2 * cfg.size)
+    a, _ = refine_texture(un.texture, un.visibility, init, target, PATCHES[0], cfg, valid)
+    b, _ = refine_texture(un.texture, un.visibility, init, target, PATCHES[0], cfg, valid,
+                          shading=torch.ones(3, cfg.size, cfg.size))
+    c, _ = refine_texture(un.texture, un.visibility, init, target, PATCHES[0], cfg, valid,
+                          shading=torch.full((3, cfg.size, cfg.size), 0.5))
+    assert torch.allclose(a, b, atol=1e-6)
+    assert float((a - c)[:, valid & ~un.visibility].abs().mean()) > 1e-3
+
+
+def test_refine_in_albedo_space(ffhq_photo, detector):
+    """delight=True: the light is estimated, the refinement runs on the de-lit texture, the lit
+    texture is the photo's texels on V and the refined albedo under the light beyond."""
+    from facerefiner.light import shading
+    from facerefiner.refine import keep_visible_weight
+
+    rgb = load_image(ffhq_photo)
+    geo = reconstruct(rgb, detector=detector)
+    cfg = preset("quick", steps=(4, 2))
+    r = refine(rgb, geo, config=cfg, extractor=PATCHES, device="cpu", delight=True)
+    assert r.albedo is not None and "light" not in r.extra and r.timings["light"] > 0
+    alb = r.albedo.albedo
+    assert alb.shape == r.texture.shape and float(alb.min()) >= 0 and float(alb.max()) <= 1
+    vis = r.visibility
+    assert torch.equal(r.texture[:, vis], r.sampled[:, vis])  # the photo's texels, exactly
+    sh = torch.from_numpy(shading(r.albedo.light.gamma, r.albedo.normals.numpy()).astype(np.float32)).permute(2, 0, 1)
+    valid = uv_raster(default_layout(), cfg.size).valid
+    far = valid & (keep_visible_weight(vis, cfg.keep_visible_feather * cfg.size) == 0)
+    assert far.any()
+    assert torch.allclose(r.texture[:, far], (alb * sh).clamp(0, 1)[:, far], atol=1e-5)
+    # without delight: no albedo, and the texture is another one
+    plain = refine(rgb, geo, config=cfg, extractor=PATCHES, device="cpu")
+    assert plain.albedo is None and not torch.equal(plain.texture, r.texture)

@@ -159,11 +159,11 @@ def extend_outside(image: np.ndarray, valid: np.ndarray, band: int = EDGE_BAND) 
     as many texels again into :func:`pull_push`'s smooth fill (no streaks in ``texture.png``).
 
     Args:
-        image: (H, W, C) float64; values outside ``valid`` are ignored.
+        image: (H, W, C) float; values outside ``valid`` are ignored.
         valid: (H, W) bool.
 
     Returns:
-        (H, W, C) float64 equal to ``image`` on ``valid``.
+        (H, W, C) of ``image``'s dtype, equal to ``image`` on ``valid``.
     """
     from scipy import ndimage
 
@@ -173,7 +173,7 @@ def extend_outside(image: np.ndarray, valid: np.ndarray, band: int = EDGE_BAND) 
     near = image[iy, ix]
     far = pull_push(image, valid)
     t = np.clip((dist - band) / max(band, 1), 0.0, 1.0)[..., None]
-    return np.where(valid[..., None], image, (1 - t) * near + t * far)
+    return np.where(valid[..., None], image, (1 - t) * near + t * far).astype(image.dtype, copy=False)
 
 
 def complete(texture: torch.Tensor, visibility: torch.Tensor, layout: UVLayout | None = None, *,

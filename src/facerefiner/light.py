@@ -25,7 +25,9 @@ trades with the first and dips at the nose's normals. The channels are pulled to
 only if :data:`MONO_WEIGHT` says so (Deep3DFaceRecon's nearly white light; off, see there). A fit
 that is implausible (most of the face in deep shadow, a light from behind, a negative ambient) is
 refused. The scale between albedo and light is fixed so that the shading's mean over the fitted
-texels is 1: the albedo keeps the photo's mean skin colour.
+texels is 1 (the albedo keeps the photo's mean skin colour), raised where that would give more
+than 1 - :data:`ALBEDO_QUANTILE` of the visible texels an albedo above 1 (``albedo.png`` clips at
+1, and the photo would not come back from it under its own light).
 
 :func:`delight` divides the shading out of the visible texels; where the shading is too low to
 divide by (below :data:`MIN_SHADING`: a deep shadow) the texel counts as not visible, and the
@@ -91,6 +93,8 @@ HUBER_K = 1.5
 IRLS_ITERATIONS = 5
 #: Fewer fitted texels than this: no light is estimated.
 MIN_TEXELS = 200
+#: The light's scale is raised until this share of the visible texels has an albedo at most 1.
+ALBEDO_QUANTILE = 0.995
 #: A photo whose fitted skin has a mean luma below this (in [0, 1]) is too dark to de-light.
 MIN_LUMA = 0.04
 
@@ -304,6 +308,20 @@ def estimate_light(texture: torch.Tensor, visibility: torch.Tensor, normals: tor
     if np.any(k <= 1e-6):
         return None
     gamma = g / k[:, None]
+    # and raised where that would leave bright visible texels an albedo above 1 (a lit forehead
+    # whose shading is below the mean): albedo.png clips at 1, and the photo would not come back
+    vis_all = visibility.cpu().numpy() & uvr.valid.cpu().numpy()
+    # (a few rounds: a brighter light lets more shadowed texels be divided by)
+    I_all = tex[:, vis_all].T
+    for _round in range(10):
+        sh_all = B_all @ gamma.T
+        ok = (sh_all >= MIN_SHADING).all(1)
+        if not ok.any():
+            break
+        q = float(np.quantile((I_all[ok] / sh_all[ok]).max(1), ALBEDO_QUANTILE))
+        if q <= 1.0 + 1e-9:
+            break
+        gamma = gamma * q
     res = float(np.sqrt(np.median((resid ** 2).mean(1))))
     return Light(gamma=gamma, texels=n_fit, residual=res, dominant=dominant)
 
@@ -378,13 +396,36 @@ class AlbedoResult:
                 "residual": round(float(self.light.residual), 5)}
 
 
-def albedo_texture(image: np.ndarray, unwrapped, geometry: FaceGeometry, layout: UVLayout | None = None, *,
-                   uvr: UVRaster | None = None, detail: bool = True, seed: int = 0, prior: Any = None,
-                   source: str = "photo") -> AlbedoResult | None:
-    """The de-lit, complete albedo of one face: :func:`estimate_light` on the sampled texture,
-    :func:`delight` on its visible texels, then the project's completion
-    (:func:`facerefiner.refine.content_texture`: mirror, the person's grain, a prior's structure)
-    in albedo space, so that the mirror carries no shading across the face.
+@dataclass(frozen=True)
+class AlbedoInputs:
+    """The de-lit inputs of one face's refinement in albedo space (:func:`albedo_inputs`).
+
+    Attributes:
+        light: the estimated :class:`Light`.
+        normals: (S, S, 3) float32 unit texel normals (camera frame).
+        shading: (3, S, S) float32 the light's shading of every texel (>= 0).
+        sampled: (3, S, S) float32 the de-lit visible texels (0 elsewhere), in [0, 1].
+        visibility: (S, S) bool the texels ``sampled`` is defined on (V minus deep shadows).
+        initial: (3, S, S) float32 in [0, 1], ``sampled`` completed in albedo space (the content
+            texture I_C of the refinement).
+        synthesis: what the completion did (:func:`facerefiner.refine.content_texture`).
+    """
+
+    light: Light
+    normals: torch.Tensor
+    shading: torch.Tensor
+    sampled: torch.Tensor
+    visibility: torch.Tensor
+    initial: torch.Tensor
+    synthesis: dict
+
+
+def albedo_inputs(image: np.ndarray, unwrapped, geometry: FaceGeometry, layout: UVLayout | None = None, *,
+                  uvr: UVRaster | None = None, detail: bool = True, seed: int = 0, prior: Any = None,
+                  source: str = "photo") -> AlbedoInputs | None:
+    """:func:`estimate_light` on the sampled texture, :func:`delight` on its visible texels, then the
+    project's completion (:func:`facerefiner.refine.content_texture`: mirror, the person's grain, a
+    prior's structure) in albedo space, so that the mirror carries no shading across the face.
 
     Args:
         image: (H, W, 3) uint8 photo (its digest keeps a prior from completing it with itself).
@@ -392,7 +433,7 @@ def albedo_texture(image: np.ndarray, unwrapped, geometry: FaceGeometry, layout:
         geometry: the face.
 
     Returns:
-        :class:`AlbedoResult`, or None when no light is estimated (too little skin seen, or no
+        :class:`AlbedoInputs`, or None when no light is estimated (too little skin seen, or no
         plausible light fits it: :func:`estimate_light`).
 
     Raises:
@@ -412,9 +453,30 @@ def albedo_texture(image: np.ndarray, unwrapped, geometry: FaceGeometry, layout:
     alb, ok = delight(unwrapped.texture, unwrapped.visibility, normals, light)
     if not bool(ok.any()):
         return None
-    done, _ = content_texture(image, replace(unwrapped, texture=alb, visibility=ok), layout, uvr, detail=detail,
-                              seed=seed, prior=prior)
-    return AlbedoResult(albedo=done, light=light, visibility=ok, normals=normals)
+    done, synthesis = content_texture(image, replace(unwrapped, texture=alb, visibility=ok), layout, uvr,
+                                      detail=detail, seed=seed, prior=prior)
+    sh = torch.from_numpy(shading(light.gamma, normals.cpu().numpy()).astype(np.float32)).permute(2, 0, 1)
+    return AlbedoInputs(light=light, normals=normals, shading=sh.clamp_min(0.0).contiguous(), sampled=alb,
+                        visibility=ok, initial=done, synthesis=synthesis)
+
+
+def albedo_texture(image: np.ndarray, unwrapped, geometry: FaceGeometry, layout: UVLayout | None = None, *,
+                   uvr: UVRaster | None = None, detail: bool = True, seed: int = 0, prior: Any = None,
+                   source: str = "photo") -> AlbedoResult | None:
+    """The de-lit, complete albedo of one face without refinement: :func:`albedo_inputs`' content
+    texture (what ``refine --content`` and the light benchmark use; ``refine`` itself refines it).
+
+    Returns:
+        :class:`AlbedoResult`, or None when no light is estimated.
+
+    Raises:
+        InputError: the face is nearly black in the photo.
+    """
+    a = albedo_inputs(image, unwrapped, geometry, layout, uvr=uvr, detail=detail, seed=seed, prior=prior,
+                      source=source)
+    if a is None:
+        return None
+    return AlbedoResult(albedo=a.initial, light=a.light, visibility=a.visibility, normals=a.normals)
 
 
 #: The lights of ``views.png``'s relit row: from the image's left, its right and above, each a

@@ -261,6 +261,36 @@ def visible_fidelity(photo: np.ndarray, texture: torch.Tensor, geometry: FaceGeo
             "crop_size": [int(w), int(h)], "erosion_px": int(k)}
 
 
+def relit_fidelity(out: "OutputFolder") -> dict[str, Any]:
+    """:func:`visible_fidelity` of the folder's ``albedo.png`` under its ``light.json`` (the photo
+    re-rendered from the de-lit texture), beside the lit texture's (``minus_texture_db``: the
+    relit PSNR minus texture.png's; how much of the photo the albedo and the light explain).
+
+    Returns:
+        ``{"psnr", "ssim", "pixels", "minus_texture_db", ...}`` or ``{"skipped": reason}`` for a folder
+        without an albedo (``--no-delight``, no light found, ``unwrap``).
+    """
+    from .light import Light, relight
+    from .unwrap import texel_normals
+
+    a_path, l_path = out.folder / "albedo.png", out.folder / "light.json"
+    if not (a_path.exists() and l_path.exists()):
+        return {"skipped": "no albedo.png and light.json in the folder (--no-delight, no light found, or unwrap)"}
+    try:
+        light = Light.from_json(json.loads(l_path.read_text()))
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{l_path}: not a light.json ({e})") from None
+    alb = torch.from_numpy(np.array(_read_png(a_path)[..., :3])).permute(2, 0, 1).float() / 255.0
+    S = out.texture.shape[-1]
+    if alb.shape[-1] != S:
+        alb = torch.nn.functional.interpolate(alb[None], size=(S, S), mode="area" if alb.shape[-1] > S else "bicubic")[0]
+    normals = texel_normals(out.geometry, out.layout, S)
+    relit = relight(alb.clamp(0, 1), normals, light)
+    r = visible_fidelity(out.photo, relit, out.geometry, out.layout, out.visibility)
+    lit = visible_fidelity(out.photo, out.texture, out.geometry, out.layout, out.visibility)
+    return {**r, "minus_texture_db": r["psnr"] - lit["psnr"]}
+
+
 # --------------------------------------------------------------------------------------------
 # 2. identity (optional: dlib)
 
@@ -1035,6 +1065,7 @@ def evaluate_folder(folder: str | os.PathLike, *, identity: bool = True,
 
     m["fidelity"] = timed("fidelity", lambda: visible_fidelity(out.photo, out.texture, out.geometry, out.layout,
                                                              out.visibility))
+    m["relit_fidelity"] = timed("relit_fidelity", lambda: relit_fidelity(out))
     if not identity:
         m["identity"] = {"skipped": "disabled (--no-identity)"}
     else:

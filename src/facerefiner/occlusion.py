@@ -252,7 +252,7 @@ LUMA_TOLERANCE = 2.0
 
 #: Below the nose, non-skin whose mirror texel's non-skin differs by more than this in either log
 #: colour ratio (:func:`colour_features`, 100 log(R/G), 100 log(B/G)) is not a beard.
-BEARD_CHROMA = 8.0
+BEARD_CHROMA = 16.0
 
 
 #: Variance added to every axis of a fitted covariance (log-ratio units and grey levels squared): keeps a grayscale

@@ -249,7 +249,7 @@ def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *
     ``prior``: a loaded :class:`facerefiner.prior.TexturePrior` (default: ``opts.prior`` is read).
     User errors are caught and returned in :attr:`PhotoResult.error` (one line).
     """
-    from .refine import config_dict, refine, upscale_texture
+    from .refine import NO_LIGHT, config_dict, refine, upscale_texture
     from .views import contact_sheet
 
     res = PhotoResult(path=Path(path))
@@ -272,11 +272,15 @@ def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *
             stage("refine")
             try:
                 r = refine(rgb, geo, config=config, content=content, mask=face_m, extractor=extractor, layout=layout,
-                           device=opts.device, on_step=on_step, prior=prior)
+                           device=opts.device, on_step=on_step, prior=prior, delight=opts.delight, source=str(path))
             except NothingVisibleError as e:  # name the file that hid everything
                 raise NothingVisibleError(f"{opts.mask or path}: {e}") from None
-            albedo, light_skip = None, None
-            if opts.delight:
+            albedo, light_skip = r.albedo, (r.extra.get("light") or {}).get("skipped")
+            if (r.extra.get("light") or {}).get("error"):
+                res.notes.append(f"{name}: {light_skip}")
+            if opts.delight and content is not None:
+                # a user's own I_C is lit: the refinement stays on the lit texture and the albedo
+                # is the de-lit photo completed without refinement
                 stage("light")
                 tl = time.perf_counter()
                 from .light import albedo_texture
@@ -287,7 +291,7 @@ def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *
                 except InputError as e:  # a nearly black face: the texture is still written, without albedo
                     light_skip = str(e)
                     res.notes.append(f"{name}: {e}")
-                t_light = time.perf_counter() - tl
+                r.timings["light"] = time.perf_counter() - tl
             stage("write")
             ta = time.perf_counter()
             comp = render_over_photo(rgb, r.texture, geo, layout)
@@ -298,8 +302,6 @@ def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *
 
                 sheet = np.concatenate([sheet, relit_row(albedo.albedo, albedo.normals, geo, layout, sheet.shape[1])])
             timings = {"load_and_detect": t_load, "occlusion": t_occ, **r.timings, "views": time.perf_counter() - ta}
-            if opts.delight:
-                timings["light"] = t_light
             extra = {"face_index": k, "photo_faces": len(geos), "faces_in_photo": res.faces_in_photo,
                      "occlusion": occ_report,
                      "refine": {"config": config_dict(config), "features": r.features, "device": r.device,
@@ -307,10 +309,7 @@ def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *
                                 "content": str(opts.content) if opts.content else "facerefiner.complete"},
                      "synthesis": r.extra.get("synthesis", {}),
                      "light": (albedo.report() if albedo is not None else
-                               {"skipped": "--no-delight" if not opts.delight else light_skip or
-                                "no light estimated: too little skin seen, or no plausible light fits it "
-                                "(the skin seen is darker at its edges than a light makes it: hair or "
-                                "shadows the occlusion step missed)"})}
+                               {"skipped": "--no-delight" if not opts.delight else light_skip or NO_LIGHT})}
             if r.extra.get("synthesis", {}).get("notice"):
                 res.notes.append(f"{name}: {r.extra['synthesis']['notice']}")
             out_tex = r.texture

@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["RefineConfig", "PRESETS", "preset", "RefineResult", "RenderTarget", "render_target", "render_mask_of",
            "refine_texture", "refine", "resolve_device", "is_grey", "visible_blend_weight", "keep_visible_weight",
-           "keep_shading", "lowpass", "apply_overrides", "upscale_texture", "content_texture"]
+           "keep_shading", "lowpass", "apply_overrides", "upscale_texture", "content_texture", "lit_texture"]
 
 
 @dataclass(frozen=True)
@@ -478,7 +478,7 @@ StepCallback = Callable[[dict[str, Any]], None]
 def refine_texture(sampled: torch.Tensor, visibility: torch.Tensor, content: torch.Tensor,
                    target: RenderTarget | None, extractor: FeatureExtractor, config: RefineConfig,
                    valid: torch.Tensor, *, on_step: StepCallback | None = None,
-                   history_every: int = 5) -> tuple[torch.Tensor, dict[str, list]]:
+                   history_every: int = 5, shading: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, list]]:
     """The optimisation itself, on tensors.
 
     Args:
@@ -492,6 +492,9 @@ def refine_texture(sampled: torch.Tensor, visibility: torch.Tensor, content: tor
         valid: (S, S) bool texels inside the UV layout (content samples are drawn there).
         on_step: called after every step with ``{"pass", "scale", "step", "steps", "loss", ...}``.
         history_every: record the loss terms every this many steps.
+        shading: optional (3, S, S) float32 per-texel Lambertian shading (:func:`facerefiner.light.shading`
+            of the texel normals), >= 0: the texture is then an albedo, the inputs are de-lit, and
+            the rendering term compares render(texture x shading) with the photo.
 
     Returns:
         ``(texture, history)``: (3, S, S) float32 I_X in [0, 1] on the inputs' device (grey,
@@ -531,6 +534,7 @@ def refine_texture(sampled: torch.Tensor, visibility: torch.Tensor, content: tor
                 style_img, vis_s = _downsample_masked(i_s, visibility, s)
                 valid_s = _valid_at(valid, s)
                 content_s = _resize(content_img, s)
+                shade_s = None if shading is None else _resize(shading[None].to(device), s)
                 c_maps = None if crop else [m.detach() for m in extractor.forward(content_s)]
                 if si not in style_cache:  # I_S does not change between passes
                     y = _style_samples(extractor, style_img, vis_s if vis_s.any() else valid_s, config, gen, crop)
@@ -576,7 +580,7 @@ def refine_texture(sampled: torch.Tensor, visibility: torch.Tensor, content: tor
                 total = l_content + l_style
                 l_render = torch.zeros((), device=device)
                 if target is not None and rw > 0:
-                    img = R.render_cached(x, target.cache)
+                    img = R.render_cached(x if shade_s is None else x * shade_s, target.cache)
                     l_render = L.render_loss(img, target.photo, render_mask) * (rw * f)
                     total = total + l_render
                 total.backward()
@@ -637,6 +641,10 @@ class RefineResult:
     device: str = "cpu"
     unwrapped: UnwrapResult | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    albedo: Any = None
+    """With ``refine(delight=True)`` and a light found: the refined albedo
+    (:class:`facerefiner.light.AlbedoResult`); ``texture`` is then that albedo under the photo's
+    light beyond V (and I_S on V)."""
 
 
 def refine(image: np.ndarray, geometry: FaceGeometry | None = None, *, config: RefineConfig | None = None,
@@ -644,7 +652,8 @@ def refine(image: np.ndarray, geometry: FaceGeometry | None = None, *, config: R
            extractor: tuple[FeatureExtractor, dict] | None = None, layout: UVLayout | None = None,
            device: str = "auto", render: bool = True, vgg_weights: str | Path | None = None,
            vgg_format: str = "auto", on_step: StepCallback | None = None,
-           unwrapped: UnwrapResult | None = None, prior: Any = None) -> RefineResult:
+           unwrapped: UnwrapResult | None = None, prior: Any = None, delight: bool = False,
+           source: str = "photo") -> RefineResult:
     """One photo in, a refined complete texture out.
 
     Args:
@@ -662,6 +671,13 @@ def refine(image: np.ndarray, geometry: FaceGeometry | None = None, *, config: R
         prior: an optional :class:`facerefiner.prior.TexturePrior`: the structure of hidden eyes,
             brows, lips and nose without a visible mirror comes from it (:func:`facerefiner.prior.fit`;
             entries made from this very photo are left out). Only with the default content texture.
+        delight: refine in albedo space (the default content texture only): the photo's light is
+            estimated (:func:`facerefiner.light.albedo_inputs`), I_S and I_C are de-lit, and the
+            rendering term compares render(albedo x shading) with the photo. ``RefineResult.albedo``
+            is the refined albedo and ``texture`` the lit texture: I_S on V, the albedo under the
+            photo's light beyond. When no light is found, the refinement runs on the lit texture
+            as without ``delight`` and ``extra["light"]`` says why (``{"skipped": reason}``).
+        source: the photo's name for error messages.
 
     The synthesis is recorded in ``RefineResult.extra["synthesis"]``: whether detail was added,
     the prior's entries and weights, the share of each facial feature hidden without a mirror
@@ -683,7 +699,24 @@ def refine(image: np.ndarray, geometry: FaceGeometry | None = None, *, config: R
     t["unwrap"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     synthesis: dict[str, Any] = {"detail": bool(cfg.detail and content is None)}
-    if content is None:
+    extra: dict[str, Any] = {}
+    inputs = None
+    if delight and content is None:
+        from .errors import InputError
+        from .light import albedo_inputs
+
+        try:
+            inputs = albedo_inputs(image, un, geo, layout, uvr=uvr, detail=cfg.detail, seed=cfg.seed, prior=prior,
+                                   source=source)
+            if inputs is None:
+                extra["light"] = {"skipped": NO_LIGHT}
+        except InputError as e:  # a nearly black face: refined as it is, without albedo
+            extra["light"] = {"skipped": str(e), "error": True}
+        t["light"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+    if inputs is not None:
+        synthesis = inputs.synthesis
+    elif content is None:
         initial, synthesis = content_texture(image, un, layout, uvr, detail=cfg.detail, seed=cfg.seed, prior=prior)
     else:
         initial = prepare_content(content, cfg.size, uvr.valid)
@@ -696,14 +729,58 @@ def refine(image: np.ndarray, geometry: FaceGeometry | None = None, *, config: R
     target = render_target(image, geo, layout, side, mask).to(dev) if render else None
     t["render_setup"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    tex, hist = refine_texture(un.texture.to(dev), un.visibility.to(dev), initial.to(dev), target, ext, cfg,
-                               uvr.valid.to(dev), on_step=on_step)
+    albedo = None
+    if inputs is None:
+        tex, hist = refine_texture(un.texture.to(dev), un.visibility.to(dev), initial.to(dev), target, ext, cfg,
+                                   uvr.valid.to(dev), on_step=on_step)
+    else:
+        from .light import AlbedoResult
+
+        alb, hist = refine_texture(inputs.sampled.to(dev), inputs.visibility.to(dev), inputs.initial.to(dev), target,
+                                   ext, cfg, uvr.valid.to(dev), on_step=on_step, shading=inputs.shading.to(dev))
+        width = cfg.keep_visible_feather * cfg.size
+        initial = lit_texture(inputs.initial, inputs.shading, un.texture, un.visibility, uvr.valid, width)
+        tex = lit_texture(alb.cpu(), inputs.shading, un.texture, un.visibility, uvr.valid,
+                          width if cfg.keep_visible else None)
+        albedo = AlbedoResult(albedo=alb.cpu(), light=inputs.light, visibility=inputs.visibility,
+                              normals=inputs.normals)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     t["optimise"] = time.perf_counter() - t0
     return RefineResult(texture=tex.cpu(), sampled=un.texture, visibility=un.visibility, initial=initial.cpu(),
                         geometry=geo, history=hist, features=info, timings=t, config=cfg, device=str(dev),
-                        unwrapped=un, extra={"synthesis": synthesis})
+                        unwrapped=un, extra={"synthesis": synthesis, **extra}, albedo=albedo)
+
+
+#: ``extra["light"]["skipped"]`` when no plausible light is found.
+NO_LIGHT = ("no light estimated: too little skin seen, or no plausible light fits it (the skin seen is darker "
+            "at its edges than a light makes it: hair or shadows the occlusion step missed)")
+
+
+def lit_texture(albedo: torch.Tensor, shading: torch.Tensor, sampled: torch.Tensor, visibility: torch.Tensor,
+                valid: torch.Tensor, width: float | None) -> torch.Tensor:
+    """The lit texture of a refinement in albedo space: the photo's texels on V, the albedo under
+    the photo's light (albedo x shading) beyond, blended across ``width`` texels outside V as the
+    lit refinement blends (:func:`keep_visible_weight`); ``width`` None: albedo x shading everywhere.
+
+    Args:
+        albedo: (3, S, S) float32 in [0, 1].
+        shading: (3, S, S) float32 >= 0.
+        sampled: (3, S, S) float32 I_S (ignored outside ``visibility``).
+        visibility: (S, S) bool V.
+        valid: (S, S) bool texels inside the layout.
+
+    Returns:
+        (3, S, S) float32 in [0, 1] on the CPU, the border colours extended outside the layout.
+    """
+    lit = (albedo.detach().float().cpu() * shading.cpu()).clamp(0.0, 1.0)
+    if width is not None:
+        vis = visibility.cpu()
+        a = keep_visible_weight(vis, width)
+        i_s = torch.where(vis[None], sampled.detach().float().cpu(), lit)
+        lit = a * i_s + (1.0 - a) * lit
+    filled = extend_outside(lit.permute(1, 2, 0).numpy().astype(np.float64), valid.cpu().numpy())
+    return torch.from_numpy(np.ascontiguousarray(filled)).permute(2, 0, 1).float().contiguous()
 
 
 #: A notice is given when more than this share of an eye's, a brow's or the lips' texels is hidden
