@@ -469,6 +469,33 @@ def test_cli_refine_albedo_and_no_delight(tmp_path, ffhq_photo):
     assert not (folder / "albedo.png").exists() and not (folder / "light.json").exists()
     assert json.loads((folder / "report.json").read_text())["light"] == {"skipped": "--no-delight"}
 
+    # facerefiner relight: a view per yaw under a named light or a light.json; errors in one line
+    lit = tmp_path / "a" / "ffhq_00128"
+    r = CliRunner().invoke(app, ["relight", str(lit), "--light", "left", "--size", "128"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    left = np.asarray(Image.open(lit / "relit_left.png").convert("RGB")).astype(float)
+    assert left.shape == (128, 3 * 128, 3)
+    r = CliRunner().invoke(app, ["relight", str(lit), "--light", "right", "--size", "128", "--yaw", "0"],
+                           catch_exceptions=False)
+    right = np.asarray(Image.open(lit / "relit_right.png").convert("RGB")).astype(float)
+    assert right.shape == (128, 128, 3)
+    face = left[:, :128].min(-1) < 250  # not the white background
+    half = np.zeros_like(face)
+    half[:, :64] = True
+    # lit from the image's left: its left half brighter than its right, and than under the right light
+    assert left[:, :128][face & half].mean() > left[:, :128][face & ~half].mean()
+    assert left[:, :128][face & half].mean() > right[face & half].mean()
+    r = CliRunner().invoke(app, ["relight", str(lit), "--light", str(lit / "light.json"), "--yaw", "0",
+                                 "--size", "64", "-o", str(tmp_path / "own.png")], catch_exceptions=False)
+    assert r.exit_code == 0 and Image.open(tmp_path / "own.png").size == (64, 64)
+    r = CliRunner().invoke(app, ["relight", str(folder)], catch_exceptions=False)  # --no-delight
+    assert r.exit_code == 2 and "no albedo.png" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(app, ["relight", str(lit), "--light", "sideways"], catch_exceptions=False)
+    assert r.exit_code == 1 and "left, right, top, front" in r.output
+    r = CliRunner().invoke(app, ["relight", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "x.png")],
+                           catch_exceptions=False)
+    assert r.exit_code == 1 and "--out needs exactly one folder" in r.output
+
 
 def test_cli_refine_usage_errors(tmp_path, ffhq_photo):
     (tmp_path / "bad.png").write_text("not an image")

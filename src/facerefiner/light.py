@@ -482,3 +482,26 @@ def albedo_texture(image: np.ndarray, unwrapped, geometry: FaceGeometry, layout:
 #: The lights of ``views.png``'s relit row: from the image's left, its right and above, each a
 #: white key light with a little ambient (camera frame: x right, y down, z away from the camera).
 RELIGHT_DIRECTIONS = {"left": (-1.0, 0.0, -0.6), "right": (1.0, 0.0, -0.6), "top": (0.0, -1.0, -0.6)}
+
+
+def named_light(name: str, normals: torch.Tensor | np.ndarray, ambient: float = 0.3) -> Light:
+    """One of :data:`RELIGHT_DIRECTIONS` (or ``front``) as a white key light with ``ambient``, scaled
+    so that the mean shading over the texels facing the camera is 1 (a face relit by it is about
+    as bright as its photo).
+
+    Args:
+        name: ``left``, ``right``, ``top`` or ``front``.
+        normals: (S, S, 3) camera-frame texel normals (:func:`texel_normals`).
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones).
+    """
+    dirs = {**RELIGHT_DIRECTIONS, "front": (0.0, 0.0, -1.0)}
+    if name not in dirs:
+        raise ValueError(f"light: expected one of {', '.join(dirs)} or a light.json file, got {name!r}")
+    n = np.asarray(normals.cpu().numpy() if isinstance(normals, torch.Tensor) else normals, dtype=np.float64)
+    light = directional(np.array(dirs[name]), ambient=ambient)
+    seen = n[..., 2] < 0
+    k = shading(light.gamma, n[seen]).mean(0) if seen.any() else np.ones(3)
+    return Light(gamma=light.gamma / np.maximum(k, 1e-9)[:, None], texels=0, residual=0.0,
+                 dominant=np.array(dirs[name], dtype=np.float64) / np.linalg.norm(dirs[name]))

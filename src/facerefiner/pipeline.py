@@ -229,7 +229,7 @@ class RefineOptions(UnwrapConfig):
     prior: Path | None = None
     """A face-texture prior (``facerefiner prior build``) for hidden eyes, brows, lips and nose."""
     delight: bool = True
-    """Estimate the photo's light and write albedo.png (the texture with the light divided out, completed) and light.json; mesh.glb then carries the albedo."""
+    """Estimate the photo's light and refine in albedo space (the photo's texels de-lit, completed and refined, the rendering term lit by that light); write albedo.png and light.json, and texture.png as the photo's texels plus the albedo under the photo's light; mesh.glb then carries the albedo."""
     export_size: int | None = None
     """Write texture.png (and mesh.glb's texture) at this size: the refined texture upsampled, with
     the photo's own texels where it shows the face (None: the optimisation's size)."""

@@ -87,10 +87,29 @@ def contact_sheet(photo: np.ndarray, sampled: torch.Tensor, initial: torch.Tenso
     return np.concatenate(tiles, axis=1)
 
 
+def relit_views(albedo: torch.Tensor, normals: torch.Tensor, geometry: FaceGeometry, layout: UVLayout,
+                light, yaws=(0.0,), tile: int = 256, background: float = 1.0) -> np.ndarray:
+    """The head under ``light`` (a :class:`facerefiner.light.Light` in the photo's camera frame,
+    fixed in the world: the camera turns, the light stays) at each yaw, side by side.
+
+    Args:
+        albedo: (3, S, S) float in [0, 1]; normals: (S, S, 3) camera-frame texel normals.
+        yaws: degrees, positive toward the image's right (:func:`turned_view`).
+
+    Returns:
+        (tile, tile * len(yaws), 3) uint8.
+    """
+    from .light import relight
+
+    lit = relight(albedo, normals, light)
+    return np.concatenate([_u8(turned_view(lit, geometry, layout, float(y), tile, background=background)[0])
+                           for y in yaws], axis=1)
+
+
 def relit_row(albedo: torch.Tensor, normals: torch.Tensor, geometry: FaceGeometry, layout: UVLayout,
               width: int, tile: int = 256) -> np.ndarray:
     """``views.png``'s second row: the albedo, then the head at the photo's pose under each light of
-    :data:`facerefiner.light.RELIGHT_DIRECTIONS` (albedo times that light's shading), on white.
+    :data:`facerefiner.light.RELIGHT_DIRECTIONS` (:func:`facerefiner.light.named_light`), on white.
 
     Args:
         albedo: (3, S, S) float in [0, 1]; normals: (S, S, 3) camera-frame texel normals.
@@ -99,18 +118,11 @@ def relit_row(albedo: torch.Tensor, normals: torch.Tensor, geometry: FaceGeometr
     Returns:
         (tile, width, 3) uint8.
     """
-    from .light import RELIGHT_DIRECTIONS, directional, relight
-
-    from .light import Light, shading
+    from .light import RELIGHT_DIRECTIONS, named_light
 
     tiles = [_tile(_u8(albedo), tile)]
-    seen = normals[..., 2] < 0                     # texels facing the camera
-    for d in RELIGHT_DIRECTIONS.values():
-        light = directional(np.array(d), ambient=0.3)
-        # as bright as the photo on average: mean shading 1 over the texels facing the camera
-        k = shading(light.gamma, normals.numpy()[seen.numpy()]).mean(0)
-        lit = relight(albedo, normals, Light(light.gamma / k[:, None], 0, 0.0))
-        tiles.append(_u8(turned_view(lit, geometry, layout, 0.0, tile)[0]))
+    tiles += [relit_views(albedo, normals, geometry, layout, named_light(n, normals), (0.0,), tile)
+              for n in RELIGHT_DIRECTIONS]
     row = np.concatenate(tiles, axis=1)
     out = np.full((tile, width, 3), 255, np.uint8)
     out[:, :min(width, row.shape[1])] = row[:, :width]

@@ -31,7 +31,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def _register() -> None:
-    from . import eval, prior, refine, serve, unwrap  # noqa: F401  (registers the verbs)
+    from . import eval, prior, refine, relight, serve, unwrap  # noqa: F401  (registers the verbs)
 
 
 _register()
