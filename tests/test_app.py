@@ -446,3 +446,21 @@ def test_app_end_to_end_in_a_browser(served, tmp_path):
         time.sleep(0.2)
     assert not any(root.iterdir()), list(root.iterdir())
     assert time.perf_counter() - t0 < 300
+
+
+def test_the_app_uses_a_prior_it_was_given(tmp_path):
+    """FaceApp(prior=FILE) (serve --prior) loads it once, and its runs complete with it: the
+    report's synthesis names the prior's entries."""
+    from facerefiner.features import get_extractor
+    from facerefiner.prior import build_prior, save_prior
+
+    photos = [need(FACES / n) for n in ("ffhq_00128.png", "deca_ex_img0392.jpg", "ffhq_23714.png")]
+    save_prior(build_prior(photos[:2], size=64), tmp_path / "prior.npz")
+    app = fa.FaceApp(preset="quick", features="patches", root=tmp_path / "runs", extractor=get_extractor("patches"),
+                     prior=tmp_path / "prior.npz")
+    assert app.prior is not None and len(app.prior) == 2
+    out = app.run(photos[2], preset="quick", occlusion="off")
+    assert out.report["synthesis"]["prior"]["entries"]
+    with pytest.raises(InputError):
+        fa.FaceApp(preset="quick", features="patches", root=tmp_path / "runs2", extractor=get_extractor("patches"),
+                   prior=tmp_path / "nope.npz")

@@ -311,7 +311,7 @@ class FaceApp:
 
     def __init__(self, *, preset: str = "default", features: str = "auto", vgg_weights: str | os.PathLike | None = None,
                  device: str = "auto", root: str | os.PathLike | None = None, max_age_s: float = MAX_AGE_S,
-                 extractor: tuple | None = None):
+                 extractor: tuple | None = None, prior: str | os.PathLike | None = None):
         from .features import get_extractor
         from .layout import load_layout
         from .refine import PRESETS, resolve_device
@@ -323,6 +323,11 @@ class FaceApp:
         self.layout = load_layout(None)
         self.extractor = extractor or get_extractor(features, weights=vgg_weights, device=self.device)
         self.notice = self.extractor[1].get("notice")
+        self.prior = None
+        if prior is not None:  # loaded once: hidden eyes, brows and lips get structure from it
+            from .prior import load_prior
+
+            self.prior = load_prior(prior, self.layout)
         self.runs = RunFolders(root, max_age_s=max_age_s)
         atexit.register(self.runs.cleanup)
 
@@ -366,7 +371,7 @@ class FaceApp:
         prog = StageProgress(report or (lambda f, t: None), total_steps(cfg))
         out = work / "out"
         t0 = time.perf_counter()
-        res = refine_photo(src, out, opts, cfg, layout=self.layout, extractor=self.extractor,
+        res = refine_photo(src, out, opts, cfg, layout=self.layout, extractor=self.extractor, prior=self.prior,
                            on_stage=prog.stage, on_step=prog.step)
         if not res.ok:
             raise FaceRefinerError(clean_message(res.error or "failed", src, name))
@@ -453,7 +458,7 @@ def _theme():
 
 def build_app(*, preset: str = "default", features: str = "auto", vgg_weights: str | os.PathLike | None = None,
               device: str = "auto", root: str | os.PathLike | None = None, max_age_s: float = MAX_AGE_S,
-              face_app: FaceApp | None = None):
+              face_app: FaceApp | None = None, prior: str | os.PathLike | None = None):
     """The Gradio Blocks of the app (not launched: see :func:`launch`).
 
     Args:
@@ -464,6 +469,7 @@ def build_app(*, preset: str = "default", features: str = "auto", vgg_weights: s
         root: folder for the per-run folders (default: a fresh temporary folder, deleted at exit).
         max_age_s: run folders and Gradio's cached files older than this are deleted.
         face_app: a prebuilt :class:`FaceApp` (then the arguments above other than ``preset`` are unused).
+        prior: a face-texture prior file (``facerefiner prior build``), loaded once.
 
     Raises:
         FaceRefinerError: the feature extractor could not be loaded (e.g. bad ``vgg_weights``).
@@ -473,7 +479,7 @@ def build_app(*, preset: str = "default", features: str = "auto", vgg_weights: s
     import gradio as gr
 
     fa = face_app or FaceApp(preset=preset, features=features, vgg_weights=vgg_weights, device=device, root=root,
-                             max_age_s=max_age_s)
+                             max_age_s=max_age_s, prior=prior)
 
     def on_photo(photo: str | None):
         """Check the upload at once (a warning names what is wrong); show the photo in the mask editor."""

@@ -24,6 +24,7 @@ def serve_cmd(
     vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", help="VGG16 weights file (torchvision's vgg16-397923af.pth or Caffe-convention conv weights)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     max_upload_mb: float = typer.Option(20, "--max-upload-mb", help="Largest upload accepted, in MB."),
+    prior: Optional[Path] = typer.Option(None, "--prior", help="Face-texture prior (facerefiner prior build): structure for eyes, brows and lips a photo hides on both sides."),
 ) -> None:
     """Serve: a local web app: drop a photo, get the refined texture, a 3D view and a zip.
 
@@ -45,12 +46,14 @@ def serve_cmd(
         usage_error(f"--max-upload-mb must be between 0 and 4096, got {max_upload_mb}")
     if vgg_weights is not None and not vgg_weights.exists():
         usage_error(f"{vgg_weights}: no such file (--vgg-weights)")
+    if prior is not None and not prior.is_file():
+        usage_error(f"{prior}: no such file (--prior)")
 
     from ..app import build_app, launch, shutdown
     from ..errors import FaceRefinerError
 
     try:
-        demo = build_app(preset=preset, features=features, vgg_weights=vgg_weights, device=device)
+        demo = build_app(preset=preset, features=features, vgg_weights=vgg_weights, device=device, prior=prior)
     except FaceRefinerError as e:
         usage_error(str(e))
     notice = demo.face_app.notice
