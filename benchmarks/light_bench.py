@@ -8,7 +8,7 @@ reconstructed, unwrapped and de-lit like any photo; its albedo is compared with 
 texture (what ``texture.png`` would carry): per-channel scale-invariant PSNR at 128 x 128 over the
 texels both show; and the estimated light's direction against the true one.
 
-    python benchmarks/light_bench.py PHOTOS... [-o OUT.json] [--order 1|2]
+    python benchmarks/light_bench.py PHOTOS... [-o OUT.json] [--order 1|2|key] [--set NAME=VALUE]
 """
 
 from __future__ import annotations
@@ -52,13 +52,20 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("photos", nargs="+", type=Path)
     ap.add_argument("-o", "--out", type=Path, default=None)
-    ap.add_argument("--order", type=int, choices=(1, 2), default=None,
+    ap.add_argument("--order", choices=("1", "2", "key"), default=None,
                     help="the light's order (facerefiner.light.ORDER; default: the module's)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a constant of facerefiner.light (e.g. SYMMETRY_WEIGHT=0), for experiments")
     a = ap.parse_args(argv)
-    if a.order is not None:
-        import facerefiner.light as light_module
+    import facerefiner.light as light_module
 
-        light_module.ORDER = a.order
+    if a.order is not None:
+        light_module.ORDER = a.order if a.order == "key" else int(a.order)
+    for item in a.set:
+        name, _, value = item.partition("=")
+        if not hasattr(light_module, name):
+            ap.error(f"--set: facerefiner.light has no {name}")
+        setattr(light_module, name, type(getattr(light_module, name))(value))
     lay = default_layout()
     uvr = uv_raster(lay, S)
     rows = []

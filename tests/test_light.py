@@ -77,8 +77,9 @@ def test_a_known_light_is_recovered_from_a_rendered_sphere(d, monkeypatch):
     assert a.std(1).max() < 0.01
 
 
-def test_a_first_order_light_is_recovered_by_the_default_fit():
-    """The default first-order fit recovers a light without a second band exactly, direction too."""
+def test_a_first_order_light_is_recovered_by_the_first_order_fit(monkeypatch):
+    """The first-order fit (ORDER 1) recovers a light without a second band exactly, direction too."""
+    monkeypatch.setattr(L, "ORDER", 1)
     normals, inside = _sphere()
     g = np.zeros((3, 9))
     d = np.array([-0.6, -0.3, -0.74])
@@ -102,6 +103,36 @@ def test_a_first_order_light_is_recovered_by_the_default_fit():
     assert np.degrees(np.arccos(np.clip(est.direction() @ d, -1, 1))) < 0.5
     alb, ok = L.delight(tex, inside, normals, est)
     assert alb[:, ok].std(1).max() < 0.005
+
+
+@pytest.mark.parametrize("d", [(-1.0, -0.2, -0.7), (0.3, -0.9, -0.5), (0.1, 0.1, -1.0)])
+def test_a_key_light_and_ambient_of_their_own_colours_are_recovered_by_the_default_fit(d):
+    """The default model (one distant key light plus ambient, each coloured): a light of that kind
+    comes back exactly (up to each channel's albedo-light scale), its direction within a degree,
+    the albedo uniform."""
+    assert L.ORDER == "key"
+    normals, inside = _sphere()
+    d = np.array(d) / np.linalg.norm(d)
+    lobe = L.directional(d, ambient=0.0).gamma[0]
+    e0 = np.eye(9)[0]
+    key, amb = np.array([1.0, 0.85, 0.6]), np.array([0.25, 0.3, 0.4])
+    g = np.outer(key, lobe) + np.outer(amb, e0) / (L.SH_A[0] * L.SH_C[0])
+    sh = torch.from_numpy(L.shading(g, normals.numpy()).astype(np.float32)).permute(2, 0, 1)
+    tex = (0.7 * sh / sh[:, inside].max()).clamp(0, 1) * inside[None]
+    from facerefiner.layout import UVLayout
+
+    class _Raster:
+        valid = inside
+
+    lay = UVLayout(uv=np.zeros((3, 2)), faces=np.array([[0, 1, 2]]), mirror=None, symmetric=False,
+                   closed_eyes=False, name="none")
+    est = L.estimate_light(tex, inside, normals, lay, uvr=_Raster())
+    # the shading is the truth's up to each channel's scale, within 1 %
+    ratio = L.shading(est.gamma, normals.numpy()[inside.numpy()]) / L.shading(g, normals.numpy()[inside.numpy()])
+    assert (ratio.std(0) / ratio.mean(0)).max() < 0.01
+    assert np.degrees(np.arccos(np.clip(est.direction() @ d, -1, 1))) < 1.0
+    alb, ok = L.delight(tex, inside, normals, est)
+    assert alb[:, ok].std(1).max() < 0.01
 
 
 def test_a_known_light_is_recovered_from_a_rendered_face(ffhq_photo, detector, monkeypatch):
