@@ -19,9 +19,10 @@ shows skin (:func:`estimate_light`): the albedo of the skin is taken as one colo
 coefficients per channel are a linear least-squares fit of the visible skin texels' colours,
 iteratively reweighted (Huber) so that moles, stubble and what the occlusion step missed do not
 pull it; the eyes, brows, lips and nostrils, clipped texels and the darkest tail (attached shadows
-under the nose and chin) are left out. By default (:data:`ORDER` 1) the light is first order (the
-second band held near zero): a face shows too few normals to pin the second band down, which then
-trades with the first and dips at the nose's normals. The channels are pulled toward their mean
+under the nose and chin) are left out. By default (:data:`ORDER` ``"key"``) the light is one distant
+key light plus an ambient term, each with its own colour: the second band is the one such a source
+has (a face shows too few normals to pin a free second band down: it trades with the first and
+dips at the nose's normals; without one, a side light's direction tilts 35 to 45 degrees). The channels are pulled toward their mean
 only if :data:`MONO_WEIGHT` says so (Deep3DFaceRecon's nearly white light; off, see there). A fit
 that is implausible (most of the face in deep shadow, a light from behind, a negative ambient) is
 refused. The scale between albedo and light is fixed so that the shading's mean over the fitted
@@ -147,7 +148,7 @@ class Light:
 
     def direction(self) -> np.ndarray:
         """(3,) unit vector toward the light's dominant direction, in the camera frame: ``dominant``
-        when the fit gave one (a first-order fit's, see :func:`estimate_light`), else the
+        when the fit gave one (the key light's, or a first-order fit's: :func:`estimate_light`), else the
         luma-weighted l = 1 band of ``gamma``; (0, 0, 0) for a purely ambient light."""
         if self.dominant is not None:
             return np.asarray(self.dominant, dtype=np.float64)
@@ -282,8 +283,8 @@ def estimate_light(texture: torch.Tensor, visibility: torch.Tensor, normals: tor
         behind = d[2] / max(float(np.linalg.norm(d)), 1e-9)
         return bool(lit >= PLAUSIBLE_LIT and behind <= LIGHT_BEHIND and lum[0] > 0)  # (and no negative ambient)
 
-    # the first-order fit (the second band held near zero) gives the dominant direction, and with
-    # ORDER 1 the light: with nine terms a face's few normals let the second band trade with the
+    # the first-order fit (the second band held near zero) starts the key model's weights and gives
+    # the dominant direction of ORDER 1 and 2, and with ORDER 1 the light: with nine terms a face's few normals let the second band trade with the
     # first (BENCHMARKS.md, "Light": on re-lit dev photos the nine-term l = 1 band pointed 46
     # degrees off in the median, the first-order fit's 7), and on real photos the nine-term light
     # dips at the nose's normals, so that the albedo glows there
