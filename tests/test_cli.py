@@ -50,7 +50,9 @@ def test_unwrap_writes_a_complete_folder(tmp_path, ffhq_photo):
     assert occ.shape == (1024, 1024) and set(np.unique(occ)) <= {0, 255}
     assert rep["occlusion"]["mode"] == "auto"
     assert set(rep["occlusion"]["face_share"]) == {"hands", "background", "skin", "highlights", "total"}
-    assert rep["occlusion"]["face_share"]["total"] < 0.05  # a clean frontal photo
+    # a clean frontal photo (its curls at the cheek: 5 % of the face; the visible texels it costs
+    # are measured in test_occlusion)
+    assert rep["occlusion"]["face_share"]["total"] < 0.08
     assert rep["versions"]["mediapipe"] == "0.10.21"
     obj = (folder / "mesh.obj").read_text().splitlines()
     assert sum(ln.startswith("v ") for ln in obj) == 468 and sum(ln.startswith("vt ") for ln in obj) == 468
