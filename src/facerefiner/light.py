@@ -175,7 +175,10 @@ class Light:
             "frame": "the photo's camera (camera.json, OpenCV): x right, y down, z away from the camera; "
                      "normals are unit vectors of the surface, facing the camera has z < 0",
             "shading": "shading_c(n) = sum_k gamma[c][k] Y_k(n); texture = albedo * shading; gamma scaled so "
-                       "that the mean shading over the fitted skin texels is 1",
+                       "that the mean shading over the fitted skin texels is 1, or brighter where that keeps "
+                       "99.5 % of the visible albedo at most 1",
+            "fit": "estimated as one distant key light plus ambient, each with its own colour (the second "
+                   "band is the key light's) when ORDER is 'key', facerefiner.light.estimate_light",
             "gamma": [[round(float(v), 6) for v in row] for row in self.gamma],
             "channels": ["r", "g", "b"],
             "direction": [round(float(v), 4) for v in self.direction()],
