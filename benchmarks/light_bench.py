@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from facerefiner.io import load_image
 from facerefiner.layout import default_layout
-from facerefiner.light import Light, albedo_texture, directional, shading
+from facerefiner.light import albedo_texture, directional, shading
 from facerefiner.occlusion import face_mask
 from facerefiner.pipeline import render_over_photo
 from facerefiner.reconstruct import reconstruct

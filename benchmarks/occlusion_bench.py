@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from facerefiner.errors import NoFaceError
 from facerefiner.io import load_image

@@ -65,7 +65,7 @@ def main() -> None:
     from facerefiner.layout import default_layout
     from facerefiner.pyramid import LaplacianTexture, collapse
     from facerefiner.reconstruct import reconstruct
-    from facerefiner.sampling import grid_positions, style_positions
+    from facerefiner.sampling import grid_positions
     from facerefiner.unwrap import unwrap, uv_raster
 
     cfg = RF.apply_overrides(RF.preset(a.preset, features=a.features), a.sets or [])

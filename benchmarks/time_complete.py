@@ -5,7 +5,6 @@ import sys, time
 
 if len(sys.argv) < 3:
     sys.exit(f"usage: python {sys.argv[0]} PRIOR.npz PHOTO [PHOTO ...]")
-import numpy as np
 from facerefiner.io import load_image
 from facerefiner.reconstruct import reconstruct
 from facerefiner.metrics import probe_mask

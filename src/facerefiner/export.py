@@ -24,7 +24,7 @@ def write_obj(path: str | Path, vertices: np.ndarray, layout: UVLayout, texture_
     v = np.asarray(vertices, dtype=np.float64)
     vt = layout.vt_obj()
     lines = [f"# facerefiner face mesh: {len(v)} vertices, {len(layout.faces)} triangles, y up, cm",
-             f"mtllib {mtl.name}", f"o face"]
+             f"mtllib {mtl.name}", "o face"]
     lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in v]
     lines += [f"vt {a:.7f} {b:.7f}" for a, b in vt]
     lines += [f"usemtl {material}", "s 1"]

@@ -28,6 +28,48 @@ def usage_error(msg: str) -> None:
     raise typer.Exit(EXIT_USAGE)
 
 
+def face_folders(path: Path) -> list[Path]:
+    """``path`` itself when it is a face folder (has report.json), else its subfolders that are."""
+    if (path / "report.json").is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")
+                      and (p / "report.json").is_file())
+    return []
+
+
+def given_face_folders(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:
+    """The face folders of the paths a verb was given (:func:`face_folders`), and a one-line
+    reason for each path that holds none."""
+    todo: list[Path] = []
+    failed: list[str] = []
+    for f in paths:
+        found = face_folders(f)
+        if found:
+            todo += found
+        elif not f.exists():
+            failed.append(f"{f}: no such folder")
+        else:
+            failed.append(f"{f}: no facerefiner output here (no report.json in it or its subfolders)")
+    return todo, failed
+
+
+def per_folder(folder: Path, work: Callable[[], object], failed: list[str]) -> object | None:
+    """``work()`` for one face folder; a user-facing failure (or running out of memory) is printed
+    as one ``failed`` line, appended to ``failed``, and gives None."""
+    from ..errors import FaceRefinerError
+
+    try:
+        return work()
+    except FaceRefinerError as e:
+        failed.append(str(e))
+        err.print(f"[red]failed[/red] {escape(str(e))}", highlight=False)
+    except MemoryError:
+        failed.append(f"{folder}: out of memory")
+        err.print(f"[red]failed[/red] {escape(str(folder))}: out of memory", highlight=False)
+    return None
+
+
 def say_interrupted() -> None:
     """Print "interrupted" once per run (``finish`` after a Ctrl-C, or ``main`` for one elsewhere)."""
     global _interrupt_said

@@ -10,18 +10,8 @@ from typing import Any, List, Optional
 
 import typer
 
-from .common import EXIT_FAILED, EXIT_OK, err, usage_error
+from .common import EXIT_FAILED, EXIT_OK, err, face_folders, given_face_folders, per_folder, usage_error
 from .main import app
-
-
-def face_folders(path: Path) -> list[Path]:
-    """``path`` itself when it is a face folder (has report.json), else its subfolders that are."""
-    if (path / "report.json").is_file():
-        return [path]
-    if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")
-                      and (p / "report.json").is_file())
-    return []
 
 
 def _num(x: Any, fmt: str) -> str:
@@ -56,23 +46,13 @@ def eval_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from ..errors import FaceRefinerError
     from ..metrics import evaluate_folder
 
     if not folders:
         usage_error("no folders given (facerefiner eval OUT/<face> [...] or OUT)")
     if photo is not None and not photo.is_file():
         usage_error(f"{photo}: no such file (--photo)")
-    todo: list[Path] = []
-    failed: list[str] = []
-    for f in folders:
-        found = face_folders(f)
-        if found:
-            todo += found
-        elif not f.exists():
-            failed.append(f"{f}: no such folder")
-        else:
-            failed.append(f"{f}: no facerefiner output here (no report.json in it or its subfolders)")
+    todo, failed = given_face_folders(folders)
     n_bad = len(failed)
     if photo is not None and len(todo) > 1:
         usage_error(f"--photo needs exactly one folder, got {len(todo)}")
@@ -81,16 +61,12 @@ def eval_cmd(
 
     rows = []
     for folder in todo:
-        try:
+        def work(folder=folder):
             with err.status(folder.name, spinner="dots") if err.is_terminal else contextlib.nullcontext():
-                m = evaluate_folder(folder, identity=not no_identity, photo=photo)
-        except FaceRefinerError as e:
-            failed.append(str(e))
-            err.print(f"[red]failed[/red] {e}", highlight=False)
-            continue
-        except MemoryError:
-            failed.append(f"{folder}: out of memory")
-            err.print(f"[red]failed[/red] {folder}: out of memory", highlight=False)
+                return evaluate_folder(folder, identity=not no_identity, photo=photo)
+
+        m = per_folder(folder, work, failed)
+        if m is None:
             continue
         rows.append(_row(str(folder), m))
         err.print(f"[green]ok[/green] {folder}/report.json", highlight=False)

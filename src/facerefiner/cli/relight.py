@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 from rich.markup import escape
 
-from .common import EXIT_FAILED, EXIT_OK, err, usage_error
+from .common import EXIT_FAILED, EXIT_OK, err, given_face_folders, per_folder, usage_error
 from .main import app
 
 
@@ -47,7 +47,6 @@ def relight_cmd(
     from ..layout import default_layout, load_layout
     from ..unwrap import texel_normals
     from ..views import relit_views
-    from .eval import face_folders
 
     yaws = _parse_yaws(yaw)
     if not 64 <= size <= 2048:
@@ -68,15 +67,7 @@ def relight_cmd(
             named_light(light, ((0.0, 0.0, -1.0),))
         except ValueError as e:
             usage_error(f"--{e}")
-    todo: list[Path] = []
-    failed: list[str] = []
-    for f in folders:
-        found = face_folders(f)
-        if found:
-            todo += found
-        else:
-            failed.append(f"{f}: no such folder" if not f.exists() else
-                          f"{f}: no facerefiner output here (no report.json in it or its subfolders)")
+    todo, failed = given_face_folders(folders)
     if out is not None:
         if len(todo) > 1:
             usage_error(f"--out needs exactly one folder, got {len(todo)}")
@@ -90,7 +81,7 @@ def relight_cmd(
         err.print(f"[red]failed[/red] {escape(msg)}", highlight=False)
     done = 0
     for folder in todo:
-        try:
+        def work(folder=folder) -> Path:
             if not (folder / "albedo.png").is_file():
                 raise InputError(f"{folder}: no albedo.png (made with --no-delight, by unwrap, or no light was "
                                  "found: see report.json's 'light')")
@@ -106,15 +97,11 @@ def relight_cmd(
             buf = _io.BytesIO()
             Image.fromarray(img).save(buf, format="PNG")
             atomic_write_bytes(dest, buf.getvalue())
-        except FaceRefinerError as e:
-            failed.append(str(e))
-            err.print(f"[red]failed[/red] {escape(str(e))}", highlight=False)
-            continue
-        except MemoryError:
-            failed.append(f"{folder}: out of memory")
-            err.print(f"[red]failed[/red] {escape(str(folder))}: out of memory", highlight=False)
-            continue
-        done += 1
-        err.print(f"[green]ok[/green] {escape(str(dest))}", highlight=False)
+            return dest
+
+        dest = per_folder(folder, work, failed)
+        if dest is not None:
+            done += 1
+            err.print(f"[green]ok[/green] {escape(str(dest))}", highlight=False)
     err.print(f"{done} relit, {len(failed)} failed", highlight=False)
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
