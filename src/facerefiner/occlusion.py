@@ -99,6 +99,9 @@ ENTER = 0.03
 #: Squared Mahalanobis distance in the skin's colour alone (chi-square, 2 d.o.f.: p = 0.01) within
 #: which a darker pixel counts as the skin in shadow.
 SHADOW_CHROMA = 9.2
+#: The same for the weak evidence (:data:`FALLING_AREA`): stricter, since a fringe's smooth strands
+#: can have the shaded skin's colour.
+WEAK_SHADOW_CHROMA = 4.6
 #: Sigma of that neighbourhood, as a fraction of the rule grid (8 texels at 128: a brow's height).
 RING_SIGMA = 1 / 16
 #: Radius of the closing that joins non-skin pixels (hair strands) into one region, as a fraction
@@ -750,16 +753,19 @@ def find_occlusions(rgb: np.ndarray, geometry: FaceGeometry, layout: UVLayout | 
                 wide = _feature_pixels(c, layout, TEXTURE_MARGIN)
                 textured = (texture_contrast(ycc[..., 2], seed, TEXTURE_SIGMA * face_size) > TEXTURE_RATIO) & ~wide
                 colour_ns = model.non_skin(ycc)
-                hair = _clean(colour_ns | textured, face_size) & ~c.cover
-                weak = _clean(strict.non_skin(ycc) | textured, face_size) & c.cover
-                n, lab = cv2.connectedComponents((weak | hair).astype(np.uint8), connectivity=8)
-                out_part = np.bincount(lab.reshape(-1), weights=hair.reshape(-1).astype(np.float64), minlength=n)
-                falling = out_part >= FALLING_AREA * face_px
-                falling[0] = False
                 # the skin's own colour, only darker, is the skin in shadow (the jaw, a turned face's
                 # far side), unless it is part of the hair falling over the face
                 d2 = model.skin.chroma_mahalanobis2(ycc)
                 shadow = (d2 <= SHADOW_CHROMA) & (ycc[..., 2] < model.skin.mean[2])
+                hair = _clean(colour_ns | textured, face_size) & ~c.cover
+                # weak evidence leaves out smooth shadowed skin (a shaded cheek that the cheeks' strict
+                # model rejects, joined to the shaded neck beside it); textured pixels stay (hair)
+                smooth_shade = (d2 <= WEAK_SHADOW_CHROMA) & (ycc[..., 2] < model.skin.mean[2])
+                weak = _clean((strict.non_skin(ycc) & ~smooth_shade) | textured, face_size) & c.cover
+                n, lab = cv2.connectedComponents((weak | hair).astype(np.uint8), connectivity=8)
+                out_part = np.bincount(lab.reshape(-1), weights=hair.reshape(-1).astype(np.float64), minlength=n)
+                falling = out_part >= FALLING_AREA * face_px
+                falling[0] = False
                 ns = (_clean(colour_ns & ~shadow, face_size) & c.cover) | (weak & falling[lab])
                 occ = occluders_by_colour(ns, c, layout, features=ycc, shadow=shadow, around=hair)
                 occ = _drop_small(occ, int(MIN_REGION * face_px))
