@@ -38,6 +38,19 @@ def _sphere(n: int = 64):
     return torch.from_numpy(nrm.astype(np.float32)), torch.from_numpy(inside)
 
 
+def _on_sphere(tex, inside, normals, **kw):
+    """estimate_light on :func:`_sphere`'s normals, with a layout of another topology: it has no
+    features, so the whole sphere is skin."""
+    from facerefiner.layout import UVLayout
+
+    class _Raster:
+        valid = inside
+
+    lay = UVLayout(uv=np.zeros((3, 2)), faces=np.array([[0, 1, 2]]), mirror=None, symmetric=False,
+                   closed_eyes=False, name="none")
+    return L.estimate_light(tex, inside, normals, lay, uvr=_Raster(), **kw)
+
+
 @pytest.mark.parametrize("d", [(-1.0, 0.0, -0.6), (0.5, -0.8, -0.4), (0.0, 0.0, -1.0)])
 def test_a_known_light_is_recovered_from_a_rendered_sphere(d, monkeypatch):
     """The nine-coefficient fit (ORDER 2) recovers a second-order light exactly."""
@@ -48,14 +61,7 @@ def test_a_known_light_is_recovered_from_a_rendered_sphere(d, monkeypatch):
     tex = (0.5 * sh).clamp(0, 1) * inside[None]
     S = tex.shape[-1]
     # a layout of another topology has no features: the whole sphere is skin
-    from facerefiner.layout import UVLayout
-
-    class _Raster:
-        valid = inside
-
-    lay = UVLayout(uv=np.zeros((3, 2)), faces=np.array([[0, 1, 2]]), mirror=None, symmetric=False,
-                   closed_eyes=False, name="none")
-    est = L.estimate_light(tex, inside, normals, lay, uvr=_Raster())
+    est = _on_sphere(tex, inside, normals)
     # the nine coefficients are the truth's up to the albedo-light scale of each channel
     k = (est.gamma * truth.gamma).sum(1) / (truth.gamma ** 2).sum(1)
     assert np.allclose(est.gamma, k[:, None] * truth.gamma, atol=2e-3 * np.abs(est.gamma).max())
@@ -90,14 +96,7 @@ def test_a_first_order_light_is_recovered_by_the_first_order_fit(monkeypatch):
     sh = torch.from_numpy(L.shading(g, normals.numpy()).astype(np.float32)).permute(2, 0, 1)
     tex = (0.6 * sh).clamp(0, 1) * inside[None]
 
-    class _Raster:
-        valid = inside
-
-    from facerefiner.layout import UVLayout
-
-    lay = UVLayout(uv=np.zeros((3, 2)), faces=np.array([[0, 1, 2]]), mirror=None, symmetric=False,
-                   closed_eyes=False, name="none")
-    est = L.estimate_light(tex, inside, normals, lay, uvr=_Raster())
+    est = _on_sphere(tex, inside, normals)
     k = (est.gamma * g).sum(1) / (g ** 2).sum(1)
     assert np.allclose(est.gamma, k[:, None] * g, atol=1e-3)
     assert np.degrees(np.arccos(np.clip(est.direction() @ d, -1, 1))) < 0.5
@@ -119,14 +118,7 @@ def test_a_key_light_and_ambient_of_their_own_colours_are_recovered_by_the_defau
     g = np.outer(key, lobe) + np.outer(amb, e0) / (L.SH_A[0] * L.SH_C[0])
     sh = torch.from_numpy(L.shading(g, normals.numpy()).astype(np.float32)).permute(2, 0, 1)
     tex = (0.7 * sh / sh[:, inside].max()).clamp(0, 1) * inside[None]
-    from facerefiner.layout import UVLayout
-
-    class _Raster:
-        valid = inside
-
-    lay = UVLayout(uv=np.zeros((3, 2)), faces=np.array([[0, 1, 2]]), mirror=None, symmetric=False,
-                   closed_eyes=False, name="none")
-    est = L.estimate_light(tex, inside, normals, lay, uvr=_Raster())
+    est = _on_sphere(tex, inside, normals)
     # the shading is the truth's up to each channel's scale, within 1 %
     ratio = L.shading(est.gamma, normals.numpy()[inside.numpy()]) / L.shading(g, normals.numpy()[inside.numpy()])
     assert (ratio.std(0) / ratio.mean(0)).max() < 0.01
@@ -176,14 +168,7 @@ def test_a_grey_photo_gives_a_grey_albedo():
     grey = torch.from_numpy(rng.uniform(0.3, 0.6, (1, 32, 32)).astype(np.float32)).expand(3, -1, -1)
     tex = (grey * sh).clamp(0, 1) * inside[None]
 
-    class _Raster:
-        valid = inside
-
-    from facerefiner.layout import UVLayout
-
-    lay = UVLayout(uv=np.zeros((3, 2)), faces=np.array([[0, 1, 2]]), mirror=None, symmetric=False,
-                   closed_eyes=False, name="none")
-    est = L.estimate_light(tex, inside, normals, lay, uvr=_Raster())
+    est = _on_sphere(tex, inside, normals)
     alb, ok = L.delight(tex, inside, normals, est)
     a = alb[:, ok]
     assert torch.allclose(a[0], a[1], atol=1e-5) and torch.allclose(a[1], a[2], atol=1e-5)
@@ -192,16 +177,8 @@ def test_a_grey_photo_gives_a_grey_albedo():
 def test_a_nearly_black_face_is_a_one_line_error():
     normals, inside = _sphere(32)
     tex = torch.full((3, 32, 32), 0.01) * inside[None]
-
-    class _Raster:
-        valid = inside
-
-    from facerefiner.layout import UVLayout
-
-    lay = UVLayout(uv=np.zeros((3, 2)), faces=np.array([[0, 1, 2]]), mirror=None, symmetric=False,
-                   closed_eyes=False, name="none")
     with pytest.raises(InputError, match="me.jpg: the face is nearly black") as e:
-        L.estimate_light(tex, inside, normals, lay, uvr=_Raster(), source="me.jpg")
+        _on_sphere(tex, inside, normals, source="me.jpg")
     assert "\n" not in str(e.value)
 
 
@@ -222,8 +199,6 @@ def test_bright_texels_in_the_shade_keep_an_albedo_of_at_most_one(monkeypatch):
     patch's albedo would be 1.125 (albedo.png clips it, and the
     photo would not come back); the light's scale is raised instead. (The nine-term fit, which
     recovers this light exactly.)"""
-    from facerefiner.layout import UVLayout
-
     monkeypatch.setattr(L, "ORDER", 2)
     normals, inside = _sphere()
     truth = L.directional(np.array([-1.0, 0.0, -0.6]), ambient=0.7)
@@ -236,12 +211,7 @@ def test_bright_texels_in_the_shade_keep_an_albedo_of_at_most_one(monkeypatch):
     albedo[:, patch] = 0.9
     tex = (albedo * sh).clamp(0, 1) * inside[None]
 
-    class _Raster:
-        valid = inside
-
-    lay = UVLayout(uv=np.zeros((3, 2)), faces=np.array([[0, 1, 2]]), mirror=None, symmetric=False,
-                   closed_eyes=False, name="none")
-    est = L.estimate_light(tex, inside, normals, lay, uvr=_Raster())
+    est = _on_sphere(tex, inside, normals)
     est_sh = L.shading(est.gamma, normals.numpy())
     lit = inside.numpy() & (est_sh >= L.MIN_SHADING).all(-1)  # deep shadows are not divided by
     ratio = (tex.permute(1, 2, 0).numpy() / np.maximum(est_sh, 1e-6))[lit].max(1)
