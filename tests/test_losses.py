@@ -424,3 +424,20 @@ def test_render_mask_kernel():
     assert L.render_mask_kernel(224) == 11
     assert L.render_mask_kernel(10) == 1
     assert all(L.render_mask_kernel(s) % 2 == 1 for s in range(1, 700, 7))
+
+
+@pytest.mark.parametrize("kernel", [3, 7, 25])
+def test_erode_mask_equals_scipys_square_erosion(kernel):
+    """Against scipy's grey erosion with a square footprint (border values ignored: scipy's mode
+    'nearest' on a mask whose border is kept by replication gives the same as ignoring it), on a
+    random soft mask and its binary version."""
+    import numpy as np
+    from scipy import ndimage
+
+    g = torch.Generator().manual_seed(kernel)
+    soft = torch.rand(2, 1, 40, 53, generator=g)
+    ref = ndimage.grey_erosion(soft.numpy(), size=(1, 1, kernel, kernel), mode="nearest")
+    assert np.allclose(L.erode_mask(soft, kernel).numpy(), ref)
+    hard = soft > 0.2
+    ref_b = ndimage.grey_erosion(hard.numpy().astype(np.uint8), size=(1, 1, kernel, kernel), mode="nearest") > 0
+    assert torch.equal(L.erode_mask(hard, kernel), torch.from_numpy(ref_b))
