@@ -22,8 +22,11 @@ pull it; the eyes, brows, lips and nostrils, clipped texels and the darkest tail
 under the nose and chin) are left out. By default (:data:`ORDER` ``"key"``) the light is one distant
 key light plus an ambient term, each with its own colour: the second band is the one such a source
 has (a face shows too few normals to pin a free second band down: it trades with the first and
-dips at the nose's normals; without one, a side light's direction tilts 35 to 45 degrees). The channels are pulled toward their mean
-only if :data:`MONO_WEIGHT` says so (Deep3DFaceRecon's nearly white light; off, see there). A fit
+dips at the nose's normals; without one, a side light's direction tilts 35 to 45 degrees). The channels are fitted freely: with
+the skin's albedo taken as one colour, the light's colour and the albedo's are one product, and
+Deep3DFaceRecon's pull toward a nearly white light bent a coloured light's recovered shape (a
+ridge of 0.05 per texel turned a side light's z coefficient 90 % off on a rendered sphere, 0.001
+still 5 %). A fit
 that is implausible (most of the face in deep shadow, a light from behind, a negative ambient) is
 refused. The scale between albedo and light is fixed so that the shading's mean over the fitted
 texels is 1 (the albedo keeps the photo's mean skin colour), raised where that would give more
@@ -63,12 +66,6 @@ DARK_QUANTILE = 0.05
 CLIPPED = 0.98
 #: Shading below this is too low to divide by (a deep shadow): the texel is completed instead.
 MIN_SHADING = 0.25
-#: Ridge weight pulling the three channels' coefficients toward their mean (relative to the
-#: number of fitted texels): Deep3DFaceRecon's nearly-white-light prior. Off: with the albedo of
-#: the skin taken as one colour, the light's colour and the albedo's are one product, and the pull
-#: bent the recovered shape of a coloured light (0.05: the z coefficient of a side light 90 % off
-#: on a rendered sphere; even 0.001: 5 %), so the channels are fitted freely.
-MONO_WEIGHT = 0.0
 #: Ridge weight pulling the second-order coefficients toward zero (relative to the texel count):
 #: tiny, for conditioning only (0.002 already turned a side light 11 to 16 degrees toward the
 #: camera on a noise-free rendered face); raised twentyfold per retry when the fit is implausible.
@@ -272,10 +269,9 @@ def estimate_light(texture: torch.Tensor, visibility: torch.Tensor, normals: tor
     I = tex[:, m].T.astype(np.float64)                           # (N, 3)
     B = sh_basis(normals.cpu().numpy()[m])                       # (N, 9)
     N = len(I)
-    # ridge: the channels toward their mean, the second-order band toward zero
-    P = np.kron(np.eye(3) - np.ones((3, 3)) / 3, np.eye(9)) * (MONO_WEIGHT * N)
     # every visible texel's normal (features included: they are divided by this shading too)
     B_all = sh_basis(normals.cpu().numpy()[(visibility.cpu().numpy() & uvr.valid.cpu().numpy())])
+    # ridge: the second-order band toward zero
     P2 = np.kron(np.eye(3), np.diag([0.0] * 4 + [1.0] * 5)) * N
     def plausible(g: np.ndarray) -> bool:
         # most visible texels get light enough to divide by, and the light is not behind the head
@@ -291,7 +287,7 @@ def estimate_light(texture: torch.Tensor, visibility: torch.Tensor, normals: tor
     # first (BENCHMARKS.md, "Light": on re-lit dev photos the nine-term l = 1 band pointed 46
     # degrees off in the median, the first-order fit's 7), and on real photos the nine-term light
     # dips at the nose's normals, so that the albedo glows there
-    g1, resid1 = _irls(B, I, P + P2 * FIRST_ORDER_WEIGHT)
+    g1, resid1 = _irls(B, I, P2 * FIRST_ORDER_WEIGHT)
     if ORDER == "key":
         fit = _fit_key_ambient(B, I, g1)
         if fit is None or not plausible(fit[0]):
@@ -306,7 +302,7 @@ def estimate_light(texture: torch.Tensor, visibility: torch.Tensor, normals: tor
     else:
         order2 = ORDER2_WEIGHT
         for _attempt in range(RETRIES):
-            g, resid = _irls(B, I, P + P2 * order2)
+            g, resid = _irls(B, I, P2 * order2)
             if plausible(g):  # else the second band over-fits: pull it harder, down to first order
                 break
             order2 *= 20.0
@@ -375,34 +371,41 @@ def _fit_key_ambient(B: np.ndarray, I: np.ndarray, g_start: np.ndarray) -> tuple
     """
     e0 = np.zeros(9)
     e0[0] = 1.0
-    b0 = B @ e0
     cand = _fibonacci_directions(KEY_CANDIDATES)
     cand = cand[cand[:, 2] <= LIGHT_BEHIND]
     lum = np.array([0.299, 0.587, 0.114])
 
-    def solve(d: np.ndarray, w: np.ndarray):
-        h = B @ _key_lobe(d)
-        X = np.stack([b0, h], 1)                      # (N, 2)
-        Xw = X * w[:, None]
-        coef = np.linalg.solve(Xw.T @ X + 1e-9 * np.eye(2), Xw.T @ I)   # (2, 3)
-        r = I - X @ coef
-        return coef, r, float((w * (r ** 2).sum(1)).sum())
+    def weights(r: np.ndarray) -> np.ndarray:
+        rr = np.sqrt((r ** 2).mean(1))
+        return np.minimum(1.0, HUBER_K * (1.4826 * np.median(rr) + 1e-6) / np.maximum(rr, 1e-12))
 
-    r0 = I - B @ g_start.T
-    rr = np.sqrt((r0 ** 2).mean(1))
-    w = np.minimum(1.0, HUBER_K * (1.4826 * np.median(rr) + 1e-6) / np.maximum(rr, 1e-12))
-    best = None
+    def solver(w: np.ndarray):
+        # the weighted normal equations once per reweighting: a direction's 2 x 2 system and its
+        # residual energy then come from these 9 x 9 and 9 x 3 moments, not from the N texels
+        G, H, q = B.T @ (B * w[:, None]), B.T @ (I * w[:, None]), float((w[:, None] * I ** 2).sum())
+
+        def solve(d: np.ndarray):
+            V = np.stack([e0, _key_lobe(d)], 1)           # (9, 2): ambient and key columns
+            A, b = V.T @ G @ V, V.T @ H                      # (2, 2), (2, 3)
+            coef = np.linalg.solve(A + 1e-9 * np.eye(2), b)  # (2, 3)
+            return coef, q - float((coef * b).sum())
+        return solve
+
+    w = weights(I - B @ g_start.T)
+    d = None
     for _ in range(IRLS_ITERATIONS):
-        scores = []
-        for d in cand:
-            coef, r, e = solve(d, w)
-            scores.append(e if lum @ coef[1] > 0 else np.inf)
-        i = int(np.argmin(scores))
-        if not np.isfinite(scores[i]):
-            return None
-        d = cand[i]
+        solve = solver(w)
+        if d is None:  # the first round searches every candidate, later ones refine the last
+            scores = []
+            for c in cand:
+                coef, e = solve(c)
+                scores.append(e if lum @ coef[1] > 0 else np.inf)
+            i = int(np.argmin(scores))
+            if not np.isfinite(scores[i]):
+                return None
+            d = cand[i]
+        coef, e = solve(d)
         step = 0.15
-        coef, r, e = solve(d, w)
         while step > 0.001:  # local refinement in the tangent plane
             t1 = np.cross(d, [0.0, 1.0, 0.0] if abs(d[1]) < 0.9 else [1.0, 0.0, 0.0])
             t1 /= np.linalg.norm(t1)
@@ -413,16 +416,13 @@ def _fit_key_ambient(B: np.ndarray, I: np.ndarray, g_start: np.ndarray) -> tuple
                 dn /= np.linalg.norm(dn)
                 if dn[2] > LIGHT_BEHIND:
                     continue
-                cn, rn, en = solve(dn, w)
+                cn, en = solve(dn)
                 if en < e and lum @ cn[1] > 0:
-                    d, coef, r, e, moved = dn, cn, rn, en, True
+                    d, coef, e, moved = dn, cn, en, True
             if not moved:
                 step /= 2
-        best = (d, coef, r)
-        rr = np.sqrt((r ** 2).mean(1))
-        w = np.minimum(1.0, HUBER_K * (1.4826 * np.median(rr) + 1e-6) / np.maximum(rr, 1e-12))
-        cand = d[None]  # later rounds start from the last direction
-    d, coef, r = best
+        r = I - B @ (np.outer(coef[0], e0) + np.outer(coef[1], _key_lobe(d))).T
+        w = weights(r)
     gamma = np.outer(coef[0], e0) + np.outer(coef[1], _key_lobe(d))
     return gamma, r, d
 
