@@ -261,34 +261,31 @@ def visible_fidelity(photo: np.ndarray, texture: torch.Tensor, geometry: FaceGeo
             "crop_size": [int(w), int(h)], "erosion_px": int(k)}
 
 
-def relit_fidelity(out: "OutputFolder") -> dict[str, Any]:
+def relit_fidelity(out: "OutputFolder", texture_psnr: float | None = None) -> dict[str, Any]:
     """:func:`visible_fidelity` of the folder's ``albedo.png`` under its ``light.json`` (the photo
     re-rendered from the de-lit texture), beside the lit texture's (``minus_texture_db``: the
     relit PSNR minus texture.png's; how much of the photo the albedo and the light explain).
+    ``texture_psnr``: texture.png's own :func:`visible_fidelity` PSNR when already computed.
 
     Returns:
         ``{"psnr", "ssim", "pixels", "minus_texture_db", ...}`` or ``{"skipped": reason}`` for a folder
         without an albedo (``--no-delight``, no light found, ``unwrap``).
     """
-    from .light import Light, relight
+    from .light import relight
     from .unwrap import texel_normals
 
-    a_path, l_path = out.folder / "albedo.png", out.folder / "light.json"
-    if not (a_path.exists() and l_path.exists()):
-        return {"skipped": "no albedo.png and light.json in the folder (--no-delight, no light found, or unwrap)"}
-    try:
-        light = Light.from_json(json.loads(l_path.read_text()))
-    except (ValueError, KeyError, TypeError) as e:
-        raise InputError(f"{l_path}: not a light.json ({e})") from None
-    alb = torch.from_numpy(np.array(_read_png(a_path)[..., :3])).permute(2, 0, 1).float() / 255.0
+    if not ((out.folder / "albedo.png").exists() and (out.folder / "light.json").exists()):
+        return {"skipped": NO_ALBEDO}
+    alb, light = read_albedo(out.folder)
     S = out.texture.shape[-1]
     if alb.shape[-1] != S:
         alb = torch.nn.functional.interpolate(alb[None], size=(S, S), mode="area" if alb.shape[-1] > S else "bicubic")[0]
     normals = texel_normals(out.geometry, out.layout, S)
     relit = relight(alb.clamp(0, 1), normals, light)
     r = visible_fidelity(out.photo, relit, out.geometry, out.layout, out.visibility)
-    lit = visible_fidelity(out.photo, out.texture, out.geometry, out.layout, out.visibility)
-    return {**r, "minus_texture_db": r["psnr"] - lit["psnr"]}
+    if texture_psnr is None:
+        texture_psnr = visible_fidelity(out.photo, out.texture, out.geometry, out.layout, out.visibility)["psnr"]
+    return {**r, "minus_texture_db": r["psnr"] - texture_psnr}
 
 
 # --------------------------------------------------------------------------------------------
@@ -943,6 +940,36 @@ def geometry_from_folder(folder: str | os.PathLike) -> FaceGeometry:
                         scale=scale, info={"source": str(folder)})
 
 
+def folder_layout(folder: Path, report: dict[str, Any]) -> UVLayout:
+    """The UV layout a face folder was made with: the shipped one, or its ``mesh.obj``'s."""
+    name = report.get("uv_layout")
+    return default_layout() if name in (None, default_layout().name) else load_layout(Path(folder) / "mesh.obj")
+
+
+NO_ALBEDO = "no albedo.png and light.json (made with --no-delight, by unwrap, or no light was found: see report.json's 'light')"
+
+
+def read_albedo(folder: str | os.PathLike) -> tuple[torch.Tensor, Any]:
+    """A face folder's ``albedo.png`` ((3, S, S) float32 in [0, 1]) and ``light.json``
+    (:class:`facerefiner.light.Light`).
+
+    Raises:
+        InputError: either file is missing or unreadable (one line naming it).
+    """
+    from .light import Light
+
+    folder = Path(folder)
+    a_path, l_path = folder / "albedo.png", folder / "light.json"
+    if not (a_path.exists() and l_path.exists()):
+        raise InputError(f"{folder}: {NO_ALBEDO}")
+    try:
+        light = Light.from_json(json.loads(l_path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{l_path}: not a light.json ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    alb = torch.from_numpy(np.array(_read_png(a_path)[..., :3])).permute(2, 0, 1).float() / 255.0
+    return alb, light
+
+
 def load_output(folder: str | os.PathLike, photo: str | os.PathLike | np.ndarray | None = None) -> OutputFolder:
     """Read an output folder back: report, photo (``report["input"]`` unless given), geometry,
     layout, texture and visibility.
@@ -956,8 +983,7 @@ def load_output(folder: str | os.PathLike, photo: str | os.PathLike | np.ndarray
     folder = Path(folder)
     report = read_report(folder)
     geo = geometry_from_folder(folder)
-    name = report.get("uv_layout")
-    layout = default_layout() if name in (None, default_layout().name) else load_layout(folder / "mesh.obj")
+    layout = folder_layout(folder, report)
     if isinstance(photo, np.ndarray):
         rgb = photo
     else:
@@ -972,10 +998,16 @@ def load_output(folder: str | os.PathLike, photo: str | os.PathLike | np.ndarray
                          f"{geo.camera.image_size[0]}x{geo.camera.image_size[1]} px")
     tex = _read_png(folder / "texture.png")
     vis = _read_png(folder / "visibility.png")
-    if tex.ndim != 3 or tex.shape[:2] != vis.shape[:2] or tex.shape[0] != tex.shape[1]:
+    square = tex.ndim == 3 and tex.shape[0] == tex.shape[1] and vis.shape[0] == vis.shape[1]
+    if not square or (tex.shape[0] != vis.shape[0] and report.get("export_size") != tex.shape[0]):
         raise InputError(f"{folder}: texture.png {tex.shape[:2]} and visibility.png {vis.shape[:2]} do not match")
     texture = torch.from_numpy(np.array(tex[..., :3])).permute(2, 0, 1).float() / 255.0
-    visibility = torch.from_numpy(np.array((vis if vis.ndim == 2 else vis.max(2)) > 127))
+    vis = vis if vis.ndim == 2 else vis.max(2)
+    if vis.shape[0] != tex.shape[0]:  # --export-size: V at the optimised size, the texture larger
+        from PIL import Image
+
+        vis = np.asarray(Image.fromarray(vis).resize(tex.shape[:2][::-1], Image.NEAREST))
+    visibility = torch.from_numpy(np.array(vis > 127))
     valid = uv_raster(layout, texture.shape[-1]).valid
     hole = valid & ~visibility
     filled = float((texture.amax(0)[hole] > 1.5 / 255).float().mean()) if bool(hole.any()) else 1.0
@@ -1065,7 +1097,7 @@ def evaluate_folder(folder: str | os.PathLike, *, identity: bool = True,
 
     m["fidelity"] = timed("fidelity", lambda: visible_fidelity(out.photo, out.texture, out.geometry, out.layout,
                                                              out.visibility))
-    m["relit_fidelity"] = timed("relit_fidelity", lambda: relit_fidelity(out))
+    m["relit_fidelity"] = timed("relit_fidelity", lambda: relit_fidelity(out, m["fidelity"]["psnr"]))
     if not identity:
         m["identity"] = {"skipped": "disabled (--no-identity)"}
     else:

@@ -36,15 +36,12 @@ def relight_cmd(
     import io as _io
     import json
 
-    import numpy as np
-    import torch
     from PIL import Image
 
     from ..errors import FaceRefinerError, InputError
     from ..io import atomic_write_bytes, check_writable_dir
     from ..light import Light, named_light
-    from ..metrics import _read_png, geometry_from_folder, read_report
-    from ..layout import default_layout, load_layout
+    from ..metrics import folder_layout, geometry_from_folder, read_albedo, read_report
     from ..unwrap import texel_normals
     from ..views import relit_views
 
@@ -82,14 +79,9 @@ def relight_cmd(
     done = 0
     for folder in todo:
         def work(folder=folder) -> Path:
-            if not (folder / "albedo.png").is_file():
-                raise InputError(f"{folder}: no albedo.png (made with --no-delight, by unwrap, or no light was "
-                                 "found: see report.json's 'light')")
-            report = read_report(folder)
+            alb, _ = read_albedo(folder)
             geo = geometry_from_folder(folder)
-            name = report.get("uv_layout")
-            layout = default_layout() if name in (None, default_layout().name) else load_layout(folder / "mesh.obj")
-            alb = torch.from_numpy(np.array(_read_png(folder / "albedo.png")[..., :3])).permute(2, 0, 1).float() / 255
+            layout = folder_layout(folder, read_report(folder))
             normals = texel_normals(geo, layout, alb.shape[-1])
             lt = given if given is not None else named_light(light, normals)
             img = relit_views(alb, normals, geo, layout, lt, yaws, size)
