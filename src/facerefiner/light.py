@@ -127,6 +127,11 @@ def shading(gamma: np.ndarray, normals: torch.Tensor | np.ndarray) -> np.ndarray
     return sh_basis(normals) @ np.asarray(gamma, dtype=np.float64).T
 
 
+def shading_texture(light: "Light", normals: torch.Tensor) -> torch.Tensor:
+    """(S, S, 3) texel normals -> (3, S, S) float32 CPU tensor: ``light``'s shading of every texel."""
+    return torch.from_numpy(shading(light.gamma, normals.cpu().numpy()).astype(np.float32)).permute(2, 0, 1)
+
+
 @dataclass(frozen=True)
 class Light:
     """Second-order SH light (see the module docstring).
@@ -461,7 +466,7 @@ def delight(texture: torch.Tensor, visibility: torch.Tensor, normals: torch.Tens
         ``(albedo, visible)``: (3, S, S) float32 in [0, 1] (0 outside ``visible``) and the (S, S)
         bool texels it is defined on (V minus deep shadows).
     """
-    sh = torch.from_numpy(shading(light.gamma, normals.cpu().numpy()).astype(np.float32)).permute(2, 0, 1)
+    sh = shading_texture(light, normals)
     ok = visibility.cpu() & (sh.min(0).values >= min_shading)
     alb = torch.where(ok[None], texture.detach().float().cpu() / sh.clamp_min(min_shading), torch.zeros_like(sh))
     return alb.clamp(0.0, 1.0).to(texture.device), ok.to(visibility.device)
@@ -469,7 +474,7 @@ def delight(texture: torch.Tensor, visibility: torch.Tensor, normals: torch.Tens
 
 def relight(albedo: torch.Tensor, normals: torch.Tensor, light: Light) -> torch.Tensor:
     """(3, S, S) albedo under ``light``: albedo times its shading, clamped to [0, 1]."""
-    sh = torch.from_numpy(shading(light.gamma, normals.cpu().numpy()).astype(np.float32)).permute(2, 0, 1)
+    sh = shading_texture(light, normals)
     return (albedo.detach().float().cpu() * sh).clamp(0.0, 1.0).to(albedo.device)
 
 
@@ -556,7 +561,7 @@ def albedo_inputs(image: np.ndarray, unwrapped, geometry: FaceGeometry, layout: 
         return None
     done, synthesis = content_texture(image, replace(unwrapped, texture=alb, visibility=ok), layout, uvr,
                                       detail=detail, seed=seed, prior=prior)
-    sh = torch.from_numpy(shading(light.gamma, normals.cpu().numpy()).astype(np.float32)).permute(2, 0, 1)
+    sh = shading_texture(light, normals)
     return AlbedoInputs(light=light, normals=normals, shading=sh.clamp_min(0.0).contiguous(), sampled=alb,
                         visibility=ok, initial=done, synthesis=synthesis)
 
