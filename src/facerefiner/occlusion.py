@@ -33,8 +33,8 @@ run on a crop around the face (:data:`OCCLUSION_SIDE` pixels on its long side) a
   * below the nose (the beard zone), non-skin texels whose mirror texel is non-skin of the same
     colour (:data:`BEARD_CHROMA`) are a beard or a moustache: the face's own texture, kept;
     texels whose mirror is not seen follow the majority of their region's texels whose mirror is.
-    An asymmetric region there (a phone, a microphone, a strand of hair) is occluded. A symmetric scarf over the chin is kept
-    as well: the rule cannot tell it from a beard.
+    An asymmetric region there (a phone, a microphone, a strand of hair) is occluded. A symmetric
+    scarf over the chin is kept as well: the rule cannot tell it from a beard.
 - ``highlights``: clipped pixels (every channel at :data:`CLIPPED` or more) and specular
   highlights (far brighter than the skin and less saturated), outside the features (the
   catchlight of an eye stays).
@@ -123,8 +123,8 @@ FALLING_AREA = 0.05
 MIN_REGION = 0.002
 #: The occluders found by colour grow by this fraction of the face's size (hair strands' soft
 #: edges, a frame's shadow). Chosen on the occlusion benchmark (BENCHMARKS.md, "Occlusion"): 0.006
-#: left the fringe's edges in (-3.0 dB against the exact mask), 0.012 -1.1 dB, 0.018 +0.3 dB, at
-#: 1 to 3 points more of a clean face lost.
+#: left the fringe's edges in (-3.0 dB against the exact mask), 0.012 -1.1 dB, 0.018 +0.3 dB
+#: (+0.0 with :data:`WEAK_SHADOW_CHROMA`), at 1 to 3 points more of a clean face lost.
 GROW = 0.018
 #: Specular: luma above the skin's mean by this many of its standard deviations, and saturation
 #: below this share of the skin's median.
