@@ -387,3 +387,58 @@ def synthesize_detail(texture: torch.Tensor, visibility: torch.Tensor, target: t
     wsq = wsq[pad:pad + S, pad:pad + S]
     det = canvas / wsq.clamp_min(1e-6).sqrt()
     return torch.where(target.to(dev)[None], det, out)
+
+
+def part_map(layout: UVLayout, size: int, uvr: UVRaster | None = None) -> np.ndarray:
+    """(S, S) int64 the :attr:`~facerefiner.layout.UVLayout.parts` label of each texel (-1 outside
+    the layout or for a layout without parts)."""
+    uvr = uvr or uv_raster(layout, size)
+    tri = uvr.rast[0, ..., 3].long().numpy() - 1
+    if layout.parts is None:
+        return np.where(tri >= 0, 0, -1)
+    return np.where(tri >= 0, np.asarray(layout.parts)[np.maximum(tri, 0)], -1)
+
+
+def fill_parts(texture: torch.Tensor, visibility: torch.Tensor, layout: UVLayout, colours: dict,
+               uvr: UVRaster | None = None) -> torch.Tensor:
+    """Give the texels of the parts the photo cannot show a plausible colour of their own.
+
+    Args:
+        texture: (3, S, S) float in [0, 1].
+        visibility: (S, S) bool, the texels seen in the photo (kept as they are).
+        colours: ``{part label: spec}``, spec an (r, g, b) in [0, 1], or ``("seen", (r, g, b))``:
+            the median of the part's seen texels (the rgb when fewer than 16 are seen), or
+            ``("dark", other_label, (r, g, b))``: the median of the darkest fifth of another part's
+            seen texels (an iris behind the cornea, seen through the sclera's chart).
+
+    Returns:
+        (3, S, S) the texture with the unseen texels of each listed part set to its colour.
+    """
+    S = texture.shape[-1]
+    labels = part_map(layout, S, uvr)
+    out = texture.clone()
+    vis = visibility.numpy().astype(bool)
+    flat = texture.reshape(3, -1)
+
+    def seen_median(label: int, darkest: float | None = None):
+        m = (labels == label) & vis
+        if m.sum() < 16:
+            return None
+        px = flat[:, torch.from_numpy(m.reshape(-1))]
+        if darkest is not None:
+            lum = px.mean(0)
+            px = px[:, lum <= torch.quantile(lum, darkest)]
+        return px.median(dim=1).values
+
+    for label, spec in colours.items():
+        if isinstance(spec, tuple) and spec and spec[0] == "seen":
+            c = seen_median(label)
+            c = torch.tensor(spec[1], dtype=texture.dtype) if c is None else c
+        elif isinstance(spec, tuple) and spec and spec[0] == "dark":
+            c = seen_median(spec[1], darkest=0.2)
+            c = torch.tensor(spec[2], dtype=texture.dtype) if c is None else c
+        else:
+            c = torch.tensor(spec, dtype=texture.dtype)
+        where = torch.from_numpy((labels == label) & ~vis)
+        out[:, where] = c.to(texture.dtype)[:, None]
+    return out

@@ -44,7 +44,7 @@ _NUM_VERTICES = 468
 
 @dataclass(frozen=True, eq=False)
 class UVLayout:
-    """A UV layout of the 468-vertex face mesh.
+    """A UV layout of a head model's mesh (MediaPipe's 468-vertex face mask by default).
 
     Attributes:
         uv: (V, 2) float64 per-vertex texture coordinates, image convention (u right, v down).
@@ -52,7 +52,17 @@ class UVLayout:
         mirror: (V,) int64 left-right vertex pairing (involution), or None if unknown.
         symmetric: True when ``u[mirror] == 1 - u`` and ``v[mirror] == v`` exactly.
         closed_eyes: True when the faces also cover the eye openings and the mouth.
-        name: a short label ("facerefiner-symmetric", or the file name of a loaded layout).
+        name: a short label ("facerefiner-symmetric", "ict-facekit", or the file name of a loaded layout).
+        features: ``{name: (n,) int64 vertex indices}`` of the regions where a face differs from
+            skin (eyes, brows, lips, nose, and for a head the eyeballs, teeth, mouth interior);
+            None: MediaPipe's sets for a 468-vertex layout (:func:`feature_vertices`), else none.
+        weld: (V,) int64 index of the model vertex each layout vertex is a copy of (a vertex on a
+            UV seam has one copy per chart); None when every vertex is its own. Normals are
+            averaged over the copies of a vertex, so the shading has no seams.
+        parts: (F,) int64 label of the surface each triangle belongs to (skin, each eyeball, teeth,
+            mouth interior, ...), or None (one surface). A texel is seen in the photo only where
+            the nearest surface at its pixel is its own part: an eyeball just behind the lids
+            does not take the lids' colour, whatever the depth tolerance.
 
     Instances compare and hash by identity, so they can be used as cache keys; treat the arrays as
     read-only (:func:`default_layout` returns one shared instance).
@@ -64,9 +74,12 @@ class UVLayout:
     symmetric: bool
     closed_eyes: bool
     name: str
+    features: dict | None = None
+    weld: np.ndarray | None = None
+    parts: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        for field in ("uv", "faces", "mirror"):
+        for field in ("uv", "faces", "mirror", "weld", "parts"):
             a = getattr(self, field)
             if a is not None:
                 # own copy (writable, so that torch.as_tensor does not warn); do not modify in place:
@@ -169,6 +182,24 @@ def overlap_free(uv: np.ndarray, faces: np.ndarray, rtol: float = 1e-9) -> bool:
 
 # --------------------------------------------------------------------------------------------
 # the shipped layout
+
+
+def overlap_share(uv: np.ndarray, faces: np.ndarray, size: int = 2048) -> float:
+    """Share of the layout's UV area covered more than once: ``1 - covered / sum of areas``, with
+    the covered area counted as the texels of a ``size`` x ``size`` raster (pixel centres inside a
+    triangle). About 0 (within the raster's edge error, ~ perimeter / size) for a layout whose
+    charts do not overlap, whatever its number of charts; works for layouts with many boundaries
+    where :func:`overlap_free` needs a disk."""
+    import torch
+
+    from . import render as R
+
+    uv = np.asarray(uv, dtype=np.float64)
+    total = float(np.abs(signed_areas(uv, faces)).sum()) * size * size
+    pos = torch.as_tensor(np.concatenate([uv * size, np.zeros((len(uv), 1))], 1), dtype=torch.float32)
+    rast = R.rasterize(pos, torch.as_tensor(np.asarray(faces), dtype=torch.int64), (size, size))
+    covered = float((rast[0, ..., 3] > 0).sum())
+    return 1.0 - covered / total
 
 
 @functools.lru_cache(maxsize=None)
@@ -343,18 +374,26 @@ def feature_vertices() -> dict[str, np.ndarray]:
             for name in FEATURES}
 
 
-def feature_masks(layout: UVLayout, size: int, margin: float = FEATURE_MARGIN) -> dict[str, np.ndarray]:
-    """Texels of each facial feature (:data:`FEATURES`) in a layout of the 468-vertex topology.
+def layout_features(layout: UVLayout) -> dict[str, np.ndarray]:
+    """The layout's regions that are not skin: ``layout.features``, or MediaPipe's sets
+    (:func:`feature_vertices`) for a 468-vertex layout without them, else ``{}``."""
+    if layout.features is not None:
+        return dict(layout.features)
+    return feature_vertices() if layout.num_vertices == _NUM_VERTICES else {}
 
-    Each feature is the convex hull of its vertices' UVs, grown by ``margin * size`` texels.
+
+def feature_masks(layout: UVLayout, size: int, margin: float = FEATURE_MARGIN) -> dict[str, np.ndarray]:
+    """Texels of each region of :func:`layout_features` (eyes, brows, lips, nose, ...).
+
+    Each feature is the convex hull of its vertices' UVs, grown by ``margin * size`` texels (so a
+    feature's vertices must lie in one chart).
 
     Args:
-        layout: a layout of MediaPipe's topology (another vertex count gives no features).
+        layout: any layout; one without features gives none.
         size: texture size S.
 
     Returns:
-        ``{name: (S, S) bool}`` (read-only arrays, computed once per layout, size and margin);
-        empty for a layout of another topology.
+        ``{name: (S, S) bool}`` (read-only arrays, computed once per layout, size and margin).
     """
     return dict(_feature_masks(layout, int(size), float(margin)))
 
@@ -363,12 +402,12 @@ def feature_masks(layout: UVLayout, size: int, margin: float = FEATURE_MARGIN) -
 def _feature_masks(layout: UVLayout, size: int, margin: float) -> dict[str, np.ndarray]:
     import cv2
 
-    if layout.num_vertices != _NUM_VERTICES:
-        return {}
     r = max(1, int(round(margin * size)))
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
     out = {}
-    for name, idx in feature_vertices().items():
+    for name, idx in layout_features(layout).items():
+        if len(idx) < 3:
+            continue
         m = np.zeros((size, size), np.uint8)
         xy = layout.uv[idx] * size - 0.5
         hull = cv2.convexHull(np.round(xy * 16).astype(np.int32))
@@ -379,7 +418,7 @@ def _feature_masks(layout: UVLayout, size: int, margin: float) -> dict[str, np.n
 
 
 def feature_mask(layout: UVLayout, size: int, margin: float = FEATURE_MARGIN) -> np.ndarray:
-    """The union of :func:`feature_masks`: (S, S) bool, all False for another topology."""
+    """The union of :func:`feature_masks`: (S, S) bool, all False for a layout without features."""
     out = np.zeros((size, size), bool)
     for m in feature_masks(layout, size, margin).values():
         out |= m

@@ -446,7 +446,7 @@ def cheek_mask(geometry: FaceGeometry, side: str = "auto", layout: UVLayout | No
     sides = _cheek_sides(layout)
     cam = geometry.camera
     if side == "auto":
-        n = vertex_normals(cam.to_camera(geometry.vertices), layout.faces)
+        n = vertex_normals(cam.to_camera(geometry.vertices), layout.faces, layout.weld)
         if cam.perspective:
             p = cam.to_camera(geometry.vertices)
             facing = -(n * p).sum(1) / np.linalg.norm(p, axis=1).clip(1e-9)
@@ -915,11 +915,12 @@ def read_report(folder: str | os.PathLike) -> dict[str, Any]:
 def geometry_from_folder(folder: str | os.PathLike) -> FaceGeometry:
     """The :class:`FaceGeometry` of an output folder from ``mesh.obj`` and ``camera.json``.
 
-    The landmarks are the projected vertices (468, no iris points; z in pixels from the camera's
-    scale); the box and the head pose are recomputed from the mesh and the camera.
+    The landmarks are the head model's points that correspond to MediaPipe's 468 (the projected
+    vertices for the face mask; no iris points; z in pixels from the camera's scale); the box and
+    the head pose are recomputed from them and the camera.
     """
     from .export import read_obj_vertices
-    from .reconstruct import NUM_VERTICES
+    from .heads import DEFAULT_HEAD, get_head
 
     folder = Path(folder)
     for name in ("mesh.obj", "camera.json"):
@@ -930,9 +931,14 @@ def geometry_from_folder(folder: str | os.PathLike) -> FaceGeometry:
         verts = read_obj_vertices(folder / "mesh.obj")
     except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
         raise InputError(f"{folder}: unreadable mesh.obj or camera.json ({type(e).__name__})") from None
-    if verts.shape != (NUM_VERTICES, 3):
-        raise InputError(f"{folder / 'mesh.obj'}: has {len(verts)} vertices, expected {NUM_VERTICES}")
-    proj = cam.project(verts)
+    try:
+        head = get_head(json.loads((folder / "report.json").read_text(encoding="utf-8")).get("head", DEFAULT_HEAD))
+    except (OSError, ValueError, AttributeError):
+        head = get_head(DEFAULT_HEAD)
+    n = head.layout().num_vertices
+    if verts.shape != (n, 3):
+        raise InputError(f"{folder / 'mesh.obj'}: has {len(verts)} vertices, expected {n} (head {head.name})")
+    proj = cam.project(head.landmark_points(verts))
     scale = float(abs(np.linalg.det(cam.K[:2, :2])) ** 0.5)
     lm = np.concatenate([proj[:, :2], (proj[:, 2:3] - proj[:, 2].min()) * (scale if not cam.perspective else 1.0)], 1)
     yaw, pitch, roll = _pose(cam)
@@ -941,7 +947,13 @@ def geometry_from_folder(folder: str | os.PathLike) -> FaceGeometry:
 
 
 def folder_layout(folder: Path, report: dict[str, Any]) -> UVLayout:
-    """The UV layout a face folder was made with: the shipped one, or its ``mesh.obj``'s."""
+    """The UV layout a face folder was made with: its head model's (report.json's ``head``), the
+    shipped face-mask layout, or its ``mesh.obj``'s (a ``--uv-layout`` of the face mask)."""
+    from .heads import DEFAULT_HEAD, get_head
+
+    head = report.get("head", DEFAULT_HEAD)
+    if head != DEFAULT_HEAD:
+        return get_head(head).layout()
     name = report.get("uv_layout")
     return default_layout() if name in (None, default_layout().name) else load_layout(Path(folder) / "mesh.obj")
 

@@ -19,7 +19,8 @@ from . import __version__
 from .errors import FaceRefinerError, InputError, NothingVisibleError
 from .export import glb_bytes, write_obj
 from .io import atomic_dir, load_image, load_mask, save_json, save_png, to_uint8
-from .layout import UVLayout, load_layout
+from .heads import get_head
+from .layout import UVLayout
 from .occlusion import face_mask
 from .reconstruct import FaceGeometry, FaceMeshDetector, default_detector, reconstruct_all
 from .render import render_face
@@ -41,8 +42,10 @@ class UnwrapConfig:
     """Process every face of a photo into its own folder (<stem>_face0, ...) instead of the largest."""
     min_face: float = 64.0
     """Ignore faces smaller than this many pixels across."""
+    head: str = "mediapipe"
+    """Head model: mediapipe (the 468-vertex face mask) or ict (ICT-FaceKit's whole head: ears, neck, scalp, eyes, teeth, with 53 ARKit blendshapes in mesh.glb)."""
     uv_layout: Path | None = None
-    """An OBJ with UVs for MediaPipe's 468-vertex topology (e.g. canonical_face_model.obj); default: ours."""
+    """An OBJ with UVs for MediaPipe's 468-vertex topology (e.g. canonical_face_model.obj); default: ours. Only with --head mediapipe."""
     mask: Path | None = None
     """An image the size of the photo whose white pixels are not to be trusted (hand, glasses, hair)."""
     occlusion: str = "auto"
@@ -130,7 +133,8 @@ def _load_and_detect(path: Path, cfg: "UnwrapConfig", detector: FaceMeshDetector
     mask = load_mask(cfg.mask, (rgb.shape[1], rgb.shape[0])) if cfg.mask else None
     t1 = time.perf_counter()
     stage("reconstruct")
-    geos = reconstruct_all(rgb, min_face=cfg.min_face, detector=detector or default_detector(), source=str(path))
+    geos = reconstruct_all(rgb, min_face=cfg.min_face, detector=detector or default_detector(), source=str(path),
+                           head=get_head(cfg.head))
     return rgb, mask, (geos if cfg.all_faces else geos[:1]), len(geos), (t0, t1, time.perf_counter())
 
 
@@ -143,7 +147,7 @@ def unwrap_photo(path: Path, out_root: Path, cfg: UnwrapConfig, *, layout: UVLay
     """
     res = PhotoResult(path=Path(path))
     try:
-        layout = layout or load_layout(cfg.uv_layout)
+        layout = layout or get_head(cfg.head).layout(cfg.uv_layout)
         stage = on_stage or (lambda s: None)
         rgb, mask, geos, res.faces_in_photo, (t0, t1, t2) = _load_and_detect(path, cfg, detector, stage)
         names = face_folder_names(Path(path).stem, len(geos), cfg.all_faces)
@@ -190,7 +194,8 @@ def write_face_folder(folder: Path, path: Path, rgb: np.ndarray, geo: FaceGeomet
     tex8 = texture_to_uint8(un.texture if texture is None else texture)
     save_png(folder / "texture.png", tex8)
     glb_tex = tex8 if material is None else texture_to_uint8(material)
-    (folder / "mesh.glb").write_bytes(glb_bytes(geo.vertices, layout, glb_tex))
+    head = get_head(getattr(cfg, "head", None) if not isinstance(cfg, dict) else cfg.get("head"))
+    (folder / "mesh.glb").write_bytes(glb_bytes(geo.vertices, layout, glb_tex, morph=head.morph_targets(geo)))
     save_png(folder / "visibility.png", un.visibility.numpy().astype(np.uint8) * 255)
     save_png(folder / "occlusion.png", (np.zeros(rgb.shape[:2], np.uint8) if occlusion is None
                                         else np.asarray(occlusion, bool).astype(np.uint8) * 255))
@@ -201,6 +206,7 @@ def write_face_folder(folder: Path, path: Path, rgb: np.ndarray, geo: FaceGeomet
         "face_box": [round(float(v), 2) for v in geo.box],
         "head_pose_deg": {k: round(v, 2) for k, v in geo.pose().items()},
         "uv_layout": layout.name,
+        **head.report(geo),
         "texture_size": int(un.texture.shape[-1]),
         "visible_fraction": float(un.visibility.float().mean()),
         "cos_threshold": un.threshold,
@@ -254,7 +260,7 @@ def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *
 
     res = PhotoResult(path=Path(path))
     try:
-        layout = layout or load_layout(opts.uv_layout)
+        layout = layout or get_head(opts.head).layout(opts.uv_layout)
         stage = on_stage or (lambda s: None)
         rgb, mask, geos, res.faces_in_photo, (t0, _, t2) = _load_and_detect(path, opts, detector, stage)
         content = load_content(opts.content) if opts.content else None
@@ -292,11 +298,23 @@ def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *
                     light_skip = str(e)
                     res.notes.append(f"{name}: {e}")
                 r.timings["light"] = time.perf_counter() - tl
+            head = get_head(opts.head)
+            if head.part_colours():  # teeth, gums, eyeballs: their own colour where the photo does not show them
+                from dataclasses import replace
+
+                from .complete import fill_parts
+
+                cols = head.part_colours()
+                r.texture = fill_parts(r.texture, r.visibility, layout, cols)
+                r.initial = fill_parts(r.initial, r.visibility, layout, cols)
+                if albedo is not None:
+                    albedo = replace(albedo, albedo=fill_parts(albedo.albedo, r.visibility, layout, cols))
             stage("write")
             ta = time.perf_counter()
             comp = render_over_photo(rgb, r.texture, geo, layout)
             sheet = contact_sheet(rgb, r.sampled, r.initial, r.texture, comp, geo, layout,
-                                  occlusion=face_m if face_m is not None else np.zeros(rgb.shape[:2], bool))
+                                  occlusion=face_m if face_m is not None else np.zeros(rgb.shape[:2], bool),
+                                  yaws=head.sheet_yaws)
             if albedo is not None:
                 from .views import relit_row
 

@@ -117,13 +117,15 @@ def entry_from_photo(rgb: np.ndarray, geometry: Any, layout: UVLayout | None = N
 
 def build_prior(photos: Iterable[str | os.PathLike], *, size: int = PRIOR_SIZE, layout: UVLayout | None = None,
                 detector: Any = None, min_face: float = 64.0,
-                on_photo: Callable[[Path, str | None], None] | None = None) -> TexturePrior:
+                on_photo: Callable[[Path, str | None], None] | None = None, head: Any = None) -> TexturePrior:
     """A prior from photos (the largest face of each).
 
     Args:
         photos: photo paths.
         size: stored texture size.
         on_photo: called with ``(path, error)`` after each photo (error None when it was used).
+        head: the head model (:func:`facerefiner.heads.get_head`; default the face mask); its
+            layout is used when ``layout`` is None.
 
     Raises:
         InputError: no photo gave an entry.
@@ -131,14 +133,14 @@ def build_prior(photos: Iterable[str | os.PathLike], *, size: int = PRIOR_SIZE, 
     from .io import load_image
     from .reconstruct import default_detector, reconstruct
 
-    layout = layout or default_layout()
+    layout = layout or (head.layout() if head is not None else default_layout())
     det = detector or default_detector()
     texs, masks, digests, sources = [], [], [], []
     for p in photos:
         p = Path(p)
         try:
             rgb = load_image(p)
-            geo = reconstruct(rgb, min_face=min_face, detector=det, source=str(p))
+            geo = reconstruct(rgb, min_face=min_face, detector=det, source=str(p), head=head)
             t, m = entry_from_photo(rgb, geo, layout, size)
         except FaceRefinerError as e:
             if on_photo:

@@ -50,9 +50,9 @@ class FaceGeometry:
     """A reconstructed face: mesh vertices, camera and landmarks, all for one photo.
 
     Attributes:
-        vertices: (468, 3) float64 mesh vertices in the model frame: y up, right-handed, the face
-            looking toward +z, centimetres (MediaPipe's canonical face scale). Topology and UVs come
-            from a :class:`~facerefiner.layout.UVLayout`.
+        vertices: (V, 3) float64 mesh vertices in the model frame: y up, right-handed, the face
+            looking toward +z, centimetres. V and the topology and UVs come from the head model's
+            :class:`~facerefiner.layout.UVLayout` (468 for MediaPipe's face mask).
         camera: projects ``vertices`` onto the photo (see :mod:`facerefiner.camera`).
         landmarks: (478, 3) float64 MediaPipe landmarks in photo pixels: x right, y down (the
             top-left corner of the photo is (0, 0)), z depth in pixels (larger = farther).
@@ -79,7 +79,7 @@ class FaceGeometry:
         return float(max(self.box[2] - self.box[0], self.box[3] - self.box[1]))
 
     def projected(self) -> np.ndarray:
-        """(468, 3) vertices projected into the photo: pixel x, pixel y, depth (cm)."""
+        """(V, 3) vertices projected into the photo: pixel x, pixel y, depth (cm)."""
         return self.camera.project(self.vertices)
 
     def pose(self) -> dict[str, float]:
@@ -133,7 +133,22 @@ def geometry_from_landmarks(landmarks: np.ndarray, image_size: tuple[int, int],
     can = canonical_shape() if canonical is None else np.asarray(canonical, dtype=np.float64)
     s, R, t = umeyama(can, pts)
     # Express the reconstructed points in the model frame (undo the similarity).
-    vertices = (pts - t) @ R / s
+    return geometry_from_pose((pts - t) @ R / s, s, R, t, lm, image_size)
+
+
+def geometry_from_pose(vertices: np.ndarray, s: float, R: np.ndarray, t: np.ndarray, landmarks: np.ndarray,
+                       image_size: tuple[int, int], info: dict[str, Any] | None = None) -> FaceGeometry:
+    """A :class:`FaceGeometry` from model-frame vertices and the similarity that maps the model
+    frame onto the landmarks' frame (``landmark ~= s R X + t``; x, y in photo pixels).
+
+    Args:
+        vertices: (V, 3) model-frame vertices (cm, y up, face toward +z) of the head model's mesh.
+        s, R, t: scale (pixels per cm), (3, 3) rotation, (3,) translation.
+        landmarks: (478, 3) or (468, 3) the detector's landmarks (pixels); the box comes from them.
+        image_size: (W, H) of the photo.
+    """
+    lm = np.asarray(landmarks, dtype=np.float64)
+    pts = lm[:NUM_VERTICES]
     world_to_camera = np.eye(4)
     world_to_camera[:3, :3] = R
     world_to_camera[:3, 3] = [0.0, 0.0, CAMERA_DISTANCE_CM]
@@ -142,8 +157,9 @@ def geometry_from_landmarks(landmarks: np.ndarray, image_size: tuple[int, int],
     yaw, pitch, roll = euler_yxz(_R0.T @ R)
     x0, y0 = pts[:, :2].min(0)
     x1, y1 = pts[:, :2].max(0)
-    return FaceGeometry(vertices=vertices, camera=cam, landmarks=lm, box=(float(x0), float(y0), float(x1), float(y1)),
-                        yaw=yaw, pitch=pitch, roll=roll, scale=float(s))
+    return FaceGeometry(vertices=np.asarray(vertices, dtype=np.float64), camera=cam, landmarks=lm,
+                        box=(float(x0), float(y0), float(x1), float(y1)),
+                        yaw=yaw, pitch=pitch, roll=roll, scale=float(s), info=dict(info or {}))
 
 
 @contextlib.contextmanager
@@ -294,7 +310,7 @@ def default_detector() -> FaceMeshDetector:
 
 
 def reconstruct_all(image: np.ndarray, *, min_face: float = 64.0, detector: FaceMeshDetector | None = None,
-                    source: str = "photo") -> list[FaceGeometry]:
+                    source: str = "photo", head: Any = None) -> list[FaceGeometry]:
     """Reconstruct every face in a photo, largest first.
 
     Args:
@@ -302,6 +318,8 @@ def reconstruct_all(image: np.ndarray, *, min_face: float = 64.0, detector: Face
         min_face: faces whose landmark box is smaller than this many pixels on its larger side are
             ignored.
         source: the photo's name, used in error messages.
+        head: the head model (:mod:`facerefiner.heads`) whose ``fit`` turns landmarks into a
+            geometry; default MediaPipe's face mask.
 
     Raises:
         NoFaceError: no face (of at least ``min_face`` pixels) in the photo.
@@ -312,8 +330,10 @@ def reconstruct_all(image: np.ndarray, *, min_face: float = 64.0, detector: Face
     det = detector or default_detector()
     h, w = img.shape[:2]
     faces = det.detect(img)
-    geos = [geometry_from_landmarks(a, (w, h)) for a in faces]
-    big = [g for g in geos if g.face_size >= min_face]
+    fit = geometry_from_landmarks if head is None else head.fit
+    boxes = [geometry_from_landmarks(a, (w, h)) for a in faces]
+    big = [fit(a, (w, h)) if head is not None else g for a, g in zip(faces, boxes) if g.face_size >= min_face]
+    geos = boxes
     if not big:
         if geos:
             raise NoFaceError(f"{source}: face too small ({geos[0].face_size:.0f} px across; at least "
@@ -323,6 +343,6 @@ def reconstruct_all(image: np.ndarray, *, min_face: float = 64.0, detector: Face
 
 
 def reconstruct(image: np.ndarray, *, min_face: float = 64.0, detector: FaceMeshDetector | None = None,
-                source: str = "photo") -> FaceGeometry:
+                source: str = "photo", head: Any = None) -> FaceGeometry:
     """Reconstruct the largest face in a photo (see :func:`reconstruct_all`)."""
-    return reconstruct_all(image, min_face=min_face, detector=detector, source=source)[0]
+    return reconstruct_all(image, min_face=min_face, detector=detector, source=source, head=head)[0]

@@ -72,15 +72,21 @@ def _uv_raster_cached(layout: UVLayout, size: int, device: str) -> UVRaster:
     return UVRaster(rast=rast, valid=rast[0, ..., 3] > 0, faces=faces)
 
 
-def vertex_normals(points: np.ndarray, faces: np.ndarray) -> np.ndarray:
+def vertex_normals(points: np.ndarray, faces: np.ndarray, weld: np.ndarray | None = None) -> np.ndarray:
     """Area-weighted unit vertex normals (V, 3) of a mesh with (V, 3) points and (F, 3) faces,
-    following the faces' winding (counter-clockwise = the side the normal points to)."""
+    following the faces' winding (counter-clockwise = the side the normal points to).
+
+    ``weld``: optional (V,) int index of the model vertex each vertex copies (a layout's
+    :attr:`~facerefiner.layout.UVLayout.weld`): the copies of one vertex get one normal."""
     p = np.asarray(points, dtype=np.float64)
-    a, b, c = p[faces[:, 0]], p[faces[:, 1]], p[faces[:, 2]]
+    f = np.asarray(faces, dtype=np.int64)
+    a, b, c = p[f[:, 0]], p[f[:, 1]], p[f[:, 2]]
     fn = np.cross(b - a, c - a)
-    n = np.zeros_like(p)
+    w = np.arange(len(p)) if weld is None else np.asarray(weld, dtype=np.int64)
+    n = np.zeros((int(w.max()) + 1, 3))
     for k in range(3):
-        np.add.at(n, faces[:, k], fn)
+        np.add.at(n, w[f[:, k]], fn)
+    n = n[w]
     return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
 
 
@@ -98,7 +104,7 @@ def texel_normals(geometry: FaceGeometry, layout: UVLayout | None = None, size: 
     """
     layout = layout or default_layout()
     uvr = uvr or uv_raster(layout, size)
-    nv = vertex_normals(geometry.camera.to_camera(geometry.vertices), layout.faces)
+    nv = vertex_normals(geometry.camera.to_camera(geometry.vertices), layout.faces, layout.weld)
     n = uvr.interpolate(torch.as_tensor(nv, dtype=torch.float32))
     n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-8)
     return torch.where(uvr.valid[..., None], n, torch.zeros_like(n))
@@ -148,11 +154,15 @@ class Region:
 
 
 def face_region(geometry: FaceGeometry, margin: float = 0.15, max_side: int | None = None) -> Region:
-    """The photo region around the face (landmark box grown by ``margin`` on each side), scaled
-    down so that its long side is at most ``max_side`` pixels."""
+    """The photo region around the face (the landmark box, grown to the projected mesh's box for a
+    head larger than the face, then by ``margin`` of the landmark box on each side), scaled down
+    so that its long side is at most ``max_side`` pixels."""
     w, h = geometry.camera.image_size
     x0, y0, x1, y1 = geometry.box
     m = margin * max(x1 - x0, y1 - y0)
+    p = geometry.projected()[:, :2]
+    x0, y0 = min(x0, float(p[:, 0].min())), min(y0, float(p[:, 1].min()))
+    x1, y1 = max(x1, float(p[:, 0].max())), max(y1, float(p[:, 1].max()))
     r = Region(int(max(0, np.floor(x0 - m))), int(max(0, np.floor(y0 - m))),
                int(min(w, np.ceil(x1 + m))), int(min(h, np.ceil(y1 + m))))
     if max_side is not None:
@@ -250,6 +260,11 @@ def unwrap(image: np.ndarray | torch.Tensor, geometry: FaceGeometry, size: int =
     px = xy[..., 0].floor().long().clamp(0, w - 1)
     py = xy[..., 1].floor().long().clamp(0, h - 1)
     front = depth <= zbuf[py, px] + DEPTH_TOLERANCE_CM
+    if layout.parts is not None:  # the nearest surface at the pixel must be the texel's own
+        parts = torch.as_tensor(layout.parts)
+        own = parts[(uvr.rast[0, ..., 3].long() - 1).clamp_min(0)]
+        seen = parts[(rast[0, ..., 3].long() - 1).clamp_min(0)][py, px]
+        front &= own == seen
 
     thr = cos_threshold if cos_threshold is not None else (
         COS_THRESHOLD_PROFILE if abs(geometry.yaw) > PROFILE_YAW else COS_THRESHOLD)

@@ -25,7 +25,7 @@ def turned_view(texture: torch.Tensor, geometry: FaceGeometry, layout: UVLayout,
 
     Returns:
         ``(image, xy, camera)``: (3, size, size) float in [0, 1] on a grey-level ``background``, the
-        (468, 2) projected vertices in that image, and the camera used.
+        (V, 2) projected vertices in that image, and the camera used.
     """
     cam = geometry.camera.turned(yaw, center=geometry.vertices.mean(0))
     proj = cam.project(geometry.vertices)
@@ -59,8 +59,9 @@ OCCLUSION_TINT = (255, 0, 200)
 
 def contact_sheet(photo: np.ndarray, sampled: torch.Tensor, initial: torch.Tensor, texture: torch.Tensor,
                   render: np.ndarray, geometry: FaceGeometry, layout: UVLayout, tile: int = 256,
-                  occlusion: np.ndarray | None = None) -> np.ndarray:
-    """photo | [the pixels left out] | I_S | I_C | I_X | render | the head turned -45, -20, +20, +45 degrees.
+                  occlusion: np.ndarray | None = None, yaws: tuple[float, ...] = SHEET_YAWS) -> np.ndarray:
+    """photo | [the pixels left out] | I_S | I_C | I_X | render | the head turned by each of ``yaws``
+    (default -45, -20, +20, +45 degrees; a whole head's turntable adds 0, +-90 and 180).
 
     Args:
         photo: (H, W, 3) uint8; render: (h, w, 3) uint8 (``render_over_photo``); textures (3, S, S).
@@ -68,7 +69,7 @@ def contact_sheet(photo: np.ndarray, sampled: torch.Tensor, initial: torch.Tenso
             tile of the photo with them tinted :data:`OCCLUSION_TINT` follows the photo's.
 
     Returns:
-        (tile, 9 * tile, 3) uint8, or (tile, 10 * tile, 3) with ``occlusion``.
+        (tile, (5 + len(yaws)) * tile, 3) uint8, one more tile with ``occlusion``.
     """
     x0, y0, x1, y1 = geometry.box
     m = 0.25 * max(x1 - x0, y1 - y0)
@@ -83,7 +84,7 @@ def contact_sheet(photo: np.ndarray, sampled: torch.Tensor, initial: torch.Tenso
         tiles.append(_tile(crop.astype(np.uint8), tile))
     tiles += [_tile(_u8(t), tile) for t in (sampled, initial, texture)]
     tiles.append(_tile(render[int(box[1] * sy):int(box[3] * sy), int(box[0] * sx):int(box[2] * sx)], tile))
-    tiles += [_u8(turned_view(texture, geometry, layout, y, tile)[0]) for y in SHEET_YAWS]
+    tiles += [_u8(turned_view(texture, geometry, layout, y, tile)[0]) for y in yaws]
     return np.concatenate(tiles, axis=1)
 
 

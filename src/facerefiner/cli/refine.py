@@ -35,6 +35,7 @@ def refine_cmd(
     vgg_format: str = typer.Option("auto", "--vgg-format", help="auto, torchvision or caffe: the input convention of --vgg-weights."),
     all_faces: bool = typer.Option(False, "--all-faces", help="Every face of a photo into its own folder (<stem>_face0, ...)."),
     min_face: float = typer.Option(64.0, "--min-face", help="Ignore faces smaller than this many pixels across."),
+    head: str = typer.Option(RefineOptions.head, "--head", help="Head model: mediapipe (the 468-vertex face mask) or ict (ICT-FaceKit's whole head: ears, neck, scalp, eyes and teeth, with 53 ARKit blendshapes in mesh.glb)."),
     uv_layout: Optional[Path] = typer.Option(None, "--uv-layout", help="OBJ with UVs for MediaPipe's 468-vertex topology."),
     prior: Optional[Path] = typer.Option(None, "--prior", help="A face-texture prior (facerefiner prior build): hidden eyes, brows, lips and nose that the mirror cannot fill get its structure; without one they are filled as skin."),
     no_delight: bool = typer.Option(False, "--no-delight", help="Skip the light estimation: no albedo.png or light.json, and mesh.glb carries texture.png (lit as in the photo)."),
@@ -49,7 +50,7 @@ def refine_cmd(
     from ..errors import FaceRefinerError
     from ..features import get_extractor
     from ..io import check_writable_dir, ensure_writable_dir
-    from ..layout import load_layout
+    from ..heads import get_head
     from ..refine import PRESETS, preset as make_preset, resolve_device
     from ..resources import check_memory, refine_memory_mb, refine_sizes
 
@@ -82,12 +83,12 @@ def refine_cmd(
         usage_error(f"{e} (check --size, --steps, --passes and --preset)")
     if export_size is not None and not cfg.size <= export_size <= 4096:
         usage_error(f"--export-size must be between the texture size {cfg.size} and 4096, got {export_size}")
-    opts = RefineOptions(size=cfg.size, all_faces=all_faces, min_face=min_face, uv_layout=uv_layout, mask=mask, occlusion=occlusion,
+    opts = RefineOptions(size=cfg.size, all_faces=all_faces, min_face=min_face, head=head, uv_layout=uv_layout, mask=mask, occlusion=occlusion,
                          content=content, device=device, export_size=export_size, prior=prior,
                          delight=not no_delight)
     try:
         check_writable_dir(out)
-        layout = load_layout(uv_layout)
+        layout = get_head(head).layout(uv_layout)
         if mask is not None and not mask.exists():
             usage_error(f"{mask}: no such file (--mask)")
         if content is not None:

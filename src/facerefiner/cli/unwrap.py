@@ -21,6 +21,7 @@ def unwrap_cmd(
     size: int = typer.Option(_D.size, "--size", help="Texture size S (S x S texels)."),
     all_faces: bool = typer.Option(_D.all_faces, "--all-faces", help="Every face of a photo into its own folder (<stem>_face0, ...); default: the largest face."),
     min_face: float = typer.Option(_D.min_face, "--min-face", help="Ignore faces smaller than this many pixels across."),
+    head: str = typer.Option(UnwrapConfig.head, "--head", help="Head model: mediapipe (the 468-vertex face mask) or ict (ICT-FaceKit's whole head: ears, neck, scalp, eyes and teeth, with 53 ARKit blendshapes in mesh.glb)."),
     uv_layout: Optional[Path] = typer.Option(None, "--uv-layout", help="OBJ with UVs for MediaPipe's 468-vertex topology (e.g. canonical_face_model.obj)."),
     mask: Optional[Path] = typer.Option(None, "--mask", help="Image the size of the photo; white pixels are not trusted (hand, glasses, hair)."),
     occlusion: str = typer.Option("auto", "--occlusion", help="auto: find hands, hair, glasses, background and highlights in front of the face and leave them out (added to --mask; occlusion.png shows them); off: trust every pixel --mask does not hide."),
@@ -33,7 +34,7 @@ def unwrap_cmd(
     Every setting, photo path and the memory the run needs are checked before anything is written: a usage error exits 1 and leaves no OUT."""
     from ..errors import FaceRefinerError
     from ..io import check_writable_dir, ensure_writable_dir
-    from ..layout import load_layout
+    from ..heads import get_head
     from ..resources import check_memory, unwrap_memory_mb, unwrap_sizes
 
     if not 16 <= size <= 8192:
@@ -46,10 +47,10 @@ def unwrap_cmd(
         usage_error(str(e))
     if not files:
         usage_error("no photos given (no photo in " + ", ".join(photos) + ")")
-    cfg = UnwrapConfig(size=size, all_faces=all_faces, min_face=min_face, uv_layout=uv_layout, mask=mask, occlusion=occlusion)
+    cfg = UnwrapConfig(size=size, all_faces=all_faces, min_face=min_face, head=head, uv_layout=uv_layout, mask=mask, occlusion=occlusion)
     try:
         check_writable_dir(out)
-        layout = load_layout(uv_layout)
+        layout = get_head(head).layout(uv_layout)
         if mask is not None and not mask.exists():
             usage_error(f"{mask}: no such file (--mask)")
         check_memory(unwrap_memory_mb(size), "--size", size, sizes=unwrap_sizes())

@@ -1,0 +1,194 @@
+"""The ICT-FaceKit Light head (USC ICT, MIT licence), fitted to MediaPipe's landmarks.
+
+The asset ``assets/ict_head.npz`` is built once by ``scripts/make_ict_asset.py`` (its docstring
+says how): 24,591 vertices (face, ears, neck, back of the head and scalp, mouth and eye sockets,
+gums and tongue, teeth, eyeballs), 100 identity and 53 expression modes (float16, cm), one atlas
+with every chart in its own square, and the correspondence of MediaPipe's 468 face-mesh vertices
+(a triangle and barycentrics each) and its two iris centres (ICT's iris front vertices).
+
+The fit (:meth:`ICTHead.fit`): ``landmark_n ~= s R X_n(w) + t`` for the 470 corresponding points,
+``X(w) = neutral + identity @ w_id + expression @ w_ex``, by :func:`facerefiner.fit.fit_morphable`:
+identity weights with the N(0, 1) prior (ridge :data:`REG_IDENTITY`, the landmarks' noise variance
+in cm^2), expression weights in [0, 1] (ridge :data:`REG_EXPRESSION`). MediaPipe's z (depth in
+pixels) is used as given. The camera is the same orthographic OpenCV camera as the face mask's.
+
+Hair is not modelled: the scalp is skin (the synthesis fills it with the person's skin).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from . import HeadModel
+
+ASSET_PATH = Path(__file__).resolve().parents[1] / "assets" / "ict_head.npz"
+LICENCE_PATH = Path(__file__).resolve().parents[1] / "assets" / "ICT-FaceKit-LICENSE.txt"
+
+#: Ridge of the identity weights (cm^2; the landmarks' noise variance over the N(0, 1) prior).
+REG_IDENTITY = 0.05
+#: Ridge of the expression weights (cm^2), which are also bounded to [0, 1].
+REG_EXPRESSION = 0.02
+#: Weight of each iris centre relative to a face-mesh landmark.
+IRIS_WEIGHT = 4.0
+#: Gauss-Newton steps of the fit (it converges in 4 to 6).
+FIT_ITERATIONS = 10
+#: Weight of MediaPipe's depth (z) residuals relative to x and y (its depth is regressed, less sure
+#: than the image coordinates). Median 2D landmark error over the 19 dev photos, of the outer-eye
+#: distance: 1.54 % at 1.0, 1.47 % at 0.25, 1.42 % at 0.1, 1.38 % at 0.05 (/tmp fit sweep, dev CPU).
+DEPTH_WEIGHT = 0.1
+#: ICT's mouth and eye socket vertices (inclusive), the interior of the M_BackHead material.
+SOCKETS = (11248, 14061)
+#: MediaPipe's iris-centre landmark indices (one per eye; which eye is decided per photo).
+MP_IRIS = (468, 473)
+#: MediaPipe's outer eye corners: 33 (subject's right), 263 (subject's left).
+MP_EYE_OUTER = (33, 263)
+
+
+@functools.lru_cache(maxsize=1)
+def _asset() -> dict:
+    if not ASSET_PATH.exists():
+        raise InputError(f"{ASSET_PATH}: the ICT head asset is missing (rebuild it with scripts/make_ict_asset.py)")
+    with np.load(ASSET_PATH, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+class ICTHead(HeadModel):
+    name = "ict"
+    description = "ICT-FaceKit Light: a whole head (ears, neck, scalp, eyes, teeth) with 53 ARKit blendshapes"
+    sheet_yaws = (-90.0, -45.0, 0.0, 45.0, 90.0, 180.0)
+
+    def __init__(self) -> None:
+        a = _asset()
+        self.meta = json.loads(str(a["meta"]))
+        self.neutral = a["neutral"].astype(np.float64)
+        self.modes = np.concatenate([a["identity_modes"], a["expression_modes"]]).astype(np.float32)  # (K, V, 3)
+        self.n_identity = int(a["identity_modes"].shape[0])
+        self.expression_names = [str(n) for n in a["expression_names"]]
+        self.split_index = a["split_index"].astype(np.int64)
+        self.faces = a["faces"].astype(np.int64)
+        self.face_material = a["face_material"].astype(np.int64)
+        self.materials = [str(m) for m in a["materials"]]
+        self.uv = a["uv"].astype(np.float64)
+        self.mirror = a["mirror"].astype(np.int64)
+        names = [str(n) for n in a["feature_names"]]
+        off = a["feature_offsets"]
+        self.features = {n: a["feature_vertices"][off[i]:off[i + 1]].astype(np.int64) for i, n in enumerate(names)}
+        tri_orig = self.split_index[self.faces]  # triangles over the model's vertices
+        ct, cb = a["corr_triangle"].astype(np.int64), a["corr_bary"].astype(np.float64)
+        corner = tri_orig[ct]  # (468, 3)
+        iris = a["iris_vertex"].astype(np.int64)  # (right, left)
+        self.iris_vertex = iris
+        # the corresponding points as weights over the model's vertices: (470, V) sparse rows
+        self._corr_vertices = np.concatenate([corner, np.repeat(iris[:, None], 3, 1)])
+        self._corr_bary = np.concatenate([cb, np.tile([1.0, 0.0, 0.0], (2, 1))])
+        self.X0 = np.einsum("nj,njc->nc", self._corr_bary, self.neutral[self._corr_vertices])
+        B = self.modes[:, self._corr_vertices].astype(np.float64)  # (K, N, 3, 3)
+        self.B = np.einsum("nj,knjc->nck", self._corr_bary, B)  # (N, 3, K)
+        K = self.modes.shape[0]
+        self.reg = np.r_[np.full(self.n_identity, REG_IDENTITY), np.full(K - self.n_identity, REG_EXPRESSION)]
+        self.lower = np.r_[np.full(self.n_identity, -np.inf), np.zeros(K - self.n_identity)]
+        self.upper = np.r_[np.full(self.n_identity, np.inf), np.ones(K - self.n_identity)]
+
+    # -- the interface ------------------------------------------------------------------------
+
+    @functools.lru_cache(maxsize=1)
+    def layout(self, uv_layout: str | Path | None = None):
+        from ..layout import UVLayout
+
+        if uv_layout is not None:
+            raise InputError(f"{uv_layout}: --uv-layout is for the mediapipe head; the ict head has its own atlas")
+        return UVLayout(uv=self.uv, faces=self.faces, mirror=self.mirror, symmetric=False, closed_eyes=True,
+                        name="ict-facekit", features=self.features, weld=self.split_index, parts=self.parts())
+
+    def parts(self) -> np.ndarray:
+        """(F,) surface label per triangle: the face and back of the head are one skin (0); the
+        mouth and eye sockets, gums and tongue, teeth, and each sclera and iris are their own."""
+        parts = self.face_material.copy() + 10
+        skin = np.isin(self.face_material, [self.materials.index("M_Face"), self.materials.index("M_BackHead")])
+        orig = self.split_index[self.faces].min(1)
+        parts[skin] = 0
+        parts[skin & (orig >= SOCKETS[0]) & (orig <= SOCKETS[1])] = 1
+        return parts
+
+    def targets(self, landmarks: np.ndarray) -> np.ndarray:
+        """(470, 3) the landmarks that correspond to the model's points: the 468 face-mesh
+        landmarks, then the iris centres of the subject's right and left eye."""
+        lm = np.asarray(landmarks, dtype=np.float64)
+        if lm.ndim != 2 or lm.shape[0] < 468 or lm.shape[1] != 3:
+            raise ValueError(f"landmarks: expected (478, 3) or (468, 3) MediaPipe landmarks, got {lm.shape}")
+        if lm.shape[0] >= 478:
+            a, b = lm[MP_IRIS[0]], lm[MP_IRIS[1]]
+            right_first = np.linalg.norm(a - lm[MP_EYE_OUTER[0]]) < np.linalg.norm(a - lm[MP_EYE_OUTER[1]])
+            iris = np.stack([a, b] if right_first else [b, a])
+        else:  # no iris landmarks: the eye centres (the points' weight is set to 0 by fit)
+            iris = np.full((2, 3), np.nan)
+        return np.concatenate([lm[:468], iris])
+
+    def fit_weights(self, landmarks: np.ndarray):
+        """The :class:`~facerefiner.fit.MorphableFit` of the model to ``landmarks``."""
+        from ..fit import fit_morphable
+
+        Y = self.targets(landmarks)
+        a = np.r_[np.ones(468), np.full(2, IRIS_WEIGHT)]
+        if not np.isfinite(Y[468:]).all():
+            a[468:] = 0.0
+            Y = Y.copy()
+            Y[468:] = 0.0
+        return fit_morphable(self.X0, self.B, Y, reg=self.reg, lower=self.lower, upper=self.upper,
+                             weights=a, axis_weights=np.array([1.0, 1.0, DEPTH_WEIGHT]), iterations=FIT_ITERATIONS)
+
+    def shape(self, weights: np.ndarray) -> np.ndarray:
+        """(V_model, 3) float64 model vertices for the weights (identity then expression)."""
+        w = np.asarray(weights, dtype=np.float32)
+        return self.neutral + np.tensordot(w, self.modes, axes=1).astype(np.float64)
+
+    def fit(self, landmarks: np.ndarray, image_size: tuple[int, int]):
+        from ..reconstruct import geometry_from_pose
+
+        f = self.fit_weights(landmarks)
+        verts = self.shape(f.weights)[self.split_index]
+        lm = np.asarray(landmarks, dtype=np.float64)
+        iod = float(np.linalg.norm(lm[MP_EYE_OUTER[0], :2] - lm[MP_EYE_OUTER[1], :2])) or 1.0
+        err = np.linalg.norm(f.residual[:468, :2], axis=1)
+        info = {"head": self.name, "weights": f.weights,
+                "fit": {"median_px": float(np.median(err)), "median_iod": float(np.median(err) / iod),
+                        "p95_px": float(np.percentile(err, 95)), "iterations": f.iterations}}
+        return geometry_from_pose(verts, f.scale, f.rotation, f.translation, lm, image_size, info)
+
+    def landmark_points(self, vertices: np.ndarray) -> np.ndarray:
+        v = np.asarray(vertices, dtype=np.float64)
+        model = np.zeros((len(self.neutral), 3))
+        model[self.split_index] = v
+        return np.einsum("nj,njc->nc", self._corr_bary[:468], model[self._corr_vertices[:468]])
+
+    def part_colours(self) -> dict:
+        """Teeth off-white, gums and tongue pink, the sockets dark red; each sclera the median of
+        its seen texels (else a warm white), each iris the darkest fifth of its eye's seen sclera
+        chart (the iris shows through the cornea there), else a brown."""
+        m = self.materials.index
+        c = {1: (0.30, 0.12, 0.12), m("M_Teeth") + 10: (0.86, 0.83, 0.74), m("M_GumsTongue") + 10: (0.72, 0.38, 0.38)}
+        for side in ("Left", "Right"):
+            sclera = m(f"M_Sclera{side}") + 10
+            c[sclera] = ("seen", (0.86, 0.82, 0.78))
+            c[m(f"M_Iris{side}") + 10] = ("dark", sclera, (0.35, 0.25, 0.18))
+        return c
+
+    def morph_targets(self, geometry) -> tuple[list[str], np.ndarray, np.ndarray] | None:
+        w = np.asarray(geometry.info.get("weights"), dtype=np.float32)
+        if w.shape != (self.modes.shape[0],):
+            return None
+        ex = self.modes[self.n_identity:][:, self.split_index]  # (53, V, 3)
+        return list(self.expression_names), ex, w[self.n_identity:].copy()
+
+    def report(self, geometry) -> dict[str, Any]:
+        w = np.asarray(geometry.info.get("weights", np.zeros(self.modes.shape[0])), dtype=np.float64)
+        return {"head": self.name,
+                "fit": {k: (round(v, 5) if isinstance(v, float) else v) for k, v in geometry.info.get("fit", {}).items()},
+                "identity_weights": [round(float(x), 4) for x in w[:self.n_identity]],
+                "expression_weights": {n: round(float(x), 4) for n, x in zip(self.expression_names, w[self.n_identity:])}}

@@ -1,0 +1,247 @@
+"""facerefiner.heads: the registry, the ICT head's asset, atlas, fit and blendshapes."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from facerefiner.errors import InputError
+from facerefiner.heads import get_head, head_names
+from facerefiner.layout import feature_masks, overlap_share, signed_areas
+
+from conftest import FACES, need
+
+
+@pytest.fixture(scope="module")
+def ict():
+    return get_head("ict")
+
+
+def _rotation(yaw: float, pitch: float) -> np.ndarray:
+    a, b = np.radians(yaw), np.radians(pitch)
+    Ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    Rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    return np.diag([1.0, -1.0, -1.0]) @ Ry @ Rx  # model (y up) -> photo (y down, z away)
+
+
+def _synthetic_landmarks(head, w, s=8.0, yaw=20.0, pitch=-10.0, t=(300.0, 260.0, 0.0)):
+    """478 MediaPipe-ordered landmarks of the ICT head with weights ``w`` at a known pose."""
+    model = head.shape(w)
+    pts = np.einsum("nj,njc->nc", head._corr_bary, model[head._corr_vertices])  # (470, 3)
+    R = _rotation(yaw, pitch)
+    lm = s * pts @ R.T + np.array(t)
+    out = np.zeros((478, 3))
+    out[:468] = lm[:468]
+    out[468:473] = lm[468]  # right iris (centre and, here, its ring collapsed on it)
+    out[473:478] = lm[469]
+    return out, R
+
+
+def test_registry_names_and_unknown_head():
+    assert head_names()[0] == "mediapipe" and "ict" in head_names()
+    with pytest.raises(InputError, match="unknown head model 'nope'; choose one of mediapipe, ict"):
+        get_head("nope")
+    with pytest.raises(InputError, match="--uv-layout is for the mediapipe head"):
+        get_head("ict").layout("x.obj")
+
+
+def test_asset_is_compact_and_carries_the_licence(ict):
+    from facerefiner.heads.ict import ASSET_PATH, LICENCE_PATH
+
+    assert ASSET_PATH.stat().st_size < 25e6
+    assert "MIT" in LICENCE_PATH.read_text() or "Permission is hereby granted" in LICENCE_PATH.read_text()
+    assert ict.meta["licence"] == "MIT"
+    assert len(ict.expression_names) == 53 and "jawOpen" in ict.expression_names
+    assert ict.modes.shape[0] == 153
+
+
+def test_atlas_charts_do_not_overlap_and_are_all_counter_clockwise(ict):
+    L = ict.layout()
+    assert (signed_areas(L.uv, L.faces) > 0).all()
+    assert overlap_share(L.uv, L.faces, 2048) < 1e-3
+    assert (L.uv >= 0).all() and (L.uv <= 1).all()
+    # the face chart (0.75 of the side, less its gutters and corners) is the largest
+    face = ict.face_material == ict.materials.index("M_Face")
+    area = np.abs(signed_areas(L.uv, L.faces))
+    assert area[face].sum() > 0.45 and area[face].sum() > 0.7 * area.sum()
+
+
+def test_overlap_share_sees_a_folded_layout():
+    uv = np.array([[0.1, 0.1], [0.9, 0.1], [0.1, 0.9], [0.9, 0.9]])
+    ok = np.array([[0, 2, 1], [1, 2, 3]])  # two triangles side by side
+    folded = np.array([[0, 2, 1], [0, 3, 1]])  # the second covers half of the first
+    assert abs(overlap_share(uv, ok, 256)) < 0.02
+    assert overlap_share(uv, folded, 256) > 0.2
+
+
+def test_mirror_pairs_left_and_right_and_stays_in_its_part(ict):
+    L = ict.layout()
+    v = ict.neutral[ict.split_index]
+    m = L.mirror
+    np.testing.assert_allclose(v[m][:, 0], -v[:, 0], atol=0.05)
+    np.testing.assert_allclose(v[m][:, 1:], v[:, 1:], atol=0.05)
+    assert (m[m] == np.arange(len(m))).mean() > 0.95
+
+
+def test_features_are_inside_the_face_chart(ict):
+    L = ict.layout()
+    masks = feature_masks(L, 256)
+    for name in ("LEFT_EYE", "RIGHT_EYE", "LIPS", "NOSE", "LEFT_EYEBROW", "RIGHT_EYEBROW"):
+        assert masks[name].any(), name
+        ys, xs = np.nonzero(masks[name])
+        assert xs.max() < 0.75 * 256 and ys.max() < 0.75 * 256, name
+    # the subject's left eye is on the atlas's right, as in the face mask's layout
+    assert np.nonzero(masks["LEFT_EYE"])[1].mean() > np.nonzero(masks["RIGHT_EYE"])[1].mean()
+
+
+def test_fit_recovers_known_weights_and_pose(ict):
+    rng = np.random.default_rng(0)
+    w = np.zeros(153)
+    w[:100] = rng.normal(size=100) * 0.5
+    ex = {"jawOpen": 0.4, "eyeBlink_L": 0.3, "mouthSmile_R": 0.5, "browInnerUp_L": 0.6}
+    for name, val in ex.items():
+        w[100 + ict.expression_names.index(name)] = val
+    lm, R = _synthetic_landmarks(ict, w)
+    g = ict.fit(lm, (600, 600))
+    got = g.info["weights"]
+    assert g.yaw == pytest.approx(20.0, abs=0.5) and g.pitch == pytest.approx(-10.0, abs=0.5)
+    assert g.scale == pytest.approx(8.0, rel=0.01)
+    for name, val in ex.items():
+        assert got[100 + ict.expression_names.index(name)] == pytest.approx(val, abs=0.05), name
+    # identity: the modes the landmarks see come back (the ridge shrinks the rest toward 0)
+    assert np.corrcoef(got[:100], w[:100])[0, 1] > 0.7
+    assert ((got[100:] >= 0) & (got[100:] <= 1)).all()
+    # the face (ICT's narrow face area) lands where the true head's does in the photo
+    true_px = 8.0 * ict.shape(w)[ict.split_index] @ R.T + np.array([300.0, 260.0, 0.0])
+    face = ict.split_index <= 6705
+    err = np.linalg.norm(g.camera.project(g.vertices)[face, :2] - true_px[face, :2], axis=1)
+    iod = np.linalg.norm(lm[33, :2] - lm[263, :2])
+    assert np.median(err) < 0.01 * iod and np.percentile(err, 95) < 0.03 * iod
+    assert g.info["fit"]["median_iod"] < 0.005
+
+
+def test_fit_recovers_pose_and_expression_at_a_large_yaw(ict):
+    w = np.zeros(153)
+    w[100 + ict.expression_names.index("jawOpen")] = 0.5
+    w[100 + ict.expression_names.index("eyeLookUp_R")] = 0.4
+    lm, _ = _synthetic_landmarks(ict, w, yaw=-35.0, pitch=5.0)
+    g = ict.fit(lm, (600, 600))
+    assert g.yaw == pytest.approx(-35.0, abs=0.1) and g.pitch == pytest.approx(5.0, abs=0.1)
+    np.testing.assert_allclose(g.info["weights"][100:], w[100:], atol=0.1)
+
+
+def test_landmark_points_of_the_fitted_head_match_the_landmarks(ict):
+    w = np.zeros(153)
+    lm, _ = _synthetic_landmarks(ict, w, yaw=0.0, pitch=0.0)
+    g = ict.fit(lm, (600, 600))
+    proj = g.camera.project(ict.landmark_points(g.vertices))
+    assert np.median(np.linalg.norm(proj[:, :2] - lm[:468, :2], axis=1)) < 0.1
+
+
+def test_glb_has_53_named_morph_targets_the_fitted_weights_and_the_atlas(ict):
+    pygltflib = pytest.importorskip("pygltflib")
+    import trimesh
+
+    from facerefiner.export import glb_bytes
+
+    w = np.zeros(153)
+    j = 100 + ict.expression_names.index("jawOpen")
+    w[j] = 0.5
+    lm, _ = _synthetic_landmarks(ict, w)
+    g = ict.fit(lm, (600, 600))
+    tex = np.zeros((64, 64, 3), np.uint8)
+    tex[:, :32] = (200, 150, 120)
+    data = glb_bytes(g.vertices, ict.layout(), tex, morph=ict.morph_targets(g))
+    gl = pygltflib.GLTF2.load_from_bytes(data)
+    mesh = gl.meshes[0]
+    assert len(mesh.primitives[0].targets) == 53
+    assert mesh.extras["targetNames"] == ict.expression_names
+    assert mesh.weights[ict.expression_names.index("jawOpen")] == pytest.approx(got := g.info["weights"][j], abs=1e-6)
+    assert got > 0.3
+    # decode the jawOpen target's sparse accessor and compare with the model's mode (cm -> m)
+    blob = gl.binary_blob()
+    acc = gl.accessors[mesh.primitives[0].targets[ict.expression_names.index("jawOpen")]["POSITION"]]
+    sp = acc.sparse
+    iv, vv = gl.bufferViews[sp.indices.bufferView], gl.bufferViews[sp.values.bufferView]
+    idx = np.frombuffer(blob[iv.byteOffset:iv.byteOffset + iv.byteLength], np.uint32)
+    val = np.frombuffer(blob[vv.byteOffset:vv.byteOffset + vv.byteLength], np.float32).reshape(-1, 3)
+    dense = np.zeros((acc.count, 3), np.float32)
+    dense[idx] = val
+    mode = ict.modes[j][ict.split_index] * 0.01
+    np.testing.assert_allclose(dense, np.where(np.abs(mode).max(1, keepdims=True) * 100 > 1e-4, mode, 0), atol=1e-7)
+    # base + weights x targets is the fitted shape; trimesh reads the base, the uvs and the texture
+    scene = trimesh.load(io.BytesIO(data), file_type="glb", process=False)
+    m = next(iter(scene.geometry.values()))
+    base = np.asarray(m.vertices)
+    _, deltas, weights = ict.morph_targets(g)
+    np.testing.assert_allclose(base * 100 + np.tensordot(weights, deltas, axes=1), g.vertices, atol=1e-3)
+    assert len(base) == ict.layout().num_vertices
+    img = np.asarray(m.visual.material.baseColorTexture)
+    assert img.shape[:2] == (64, 64)
+
+
+BLENDER_SCRIPT = r'''
+import sys, json
+import numpy
+if not hasattr(numpy, "bool"):
+    numpy.bool = bool  # Debian's Blender 3.4 glTF importer still calls numpy.bool
+import bpy
+argv = sys.argv[sys.argv.index("--") + 1:]
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.import_scene.gltf(filepath=argv[0])
+me = [o for o in bpy.data.objects if o.type == "MESH"][0].data
+keys = me.shape_keys.key_blocks if me.shape_keys else []
+json.dump({"vertices": len(me.vertices), "keys": [k.name for k in keys], "values": [k.value for k in keys],
+           "images": [list(im.size) for im in bpy.data.images], "uv_layers": len(me.uv_layers)}, open(argv[1], "w"))
+'''
+
+
+def test_blender_imports_the_head_with_its_shape_keys_and_texture(ict, tmp_path):
+    blender = shutil.which("blender")
+    if blender is None:
+        pytest.skip("Blender is not installed (Debian: apt install blender python3-numpy)")
+    from facerefiner.export import glb_bytes
+
+    w = np.zeros(153)
+    w[100 + ict.expression_names.index("mouthSmile_L")] = 0.7
+    lm, _ = _synthetic_landmarks(ict, w)
+    g = ict.fit(lm, (600, 600))
+    glb = tmp_path / "mesh.glb"
+    glb.write_bytes(glb_bytes(g.vertices, ict.layout(), np.full((32, 32, 3), 180, np.uint8), morph=ict.morph_targets(g)))
+    script = tmp_path / "import.py"
+    script.write_text(BLENDER_SCRIPT)
+    out = tmp_path / "out.json"
+    r = subprocess.run([blender, "-b", "--factory-startup", "--python", str(script), "--", str(glb), str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert out.exists(), r.stdout[-2000:] + r.stderr[-2000:]
+    d = json.loads(out.read_text())
+    assert d["keys"][0] == "Basis" and d["keys"][1:] == ict.expression_names
+    k = d["keys"].index("mouthSmile_L")
+    assert d["values"][k] == pytest.approx(g.info["weights"][100 + ict.expression_names.index("mouthSmile_L")], abs=1e-4)
+    assert d["images"] == [[32, 32]] and d["uv_layers"] == 1
+    assert d["vertices"] == ict.layout().num_vertices
+
+
+def test_unwrap_with_the_ict_head_writes_a_whole_head_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from facerefiner.cli.main import app
+    from facerefiner.metrics import geometry_from_folder
+
+    photo = need(FACES / "ffhq_00128.png")
+    r = CliRunner().invoke(app, ["unwrap", str(photo), "-o", str(tmp_path / "out"), "--head", "ict", "--size", "256"])
+    assert r.exit_code == 0, r.output
+    folder = tmp_path / "out" / "ffhq_00128"
+    rep = json.loads((folder / "report.json").read_text())
+    assert rep["head"] == "ict" and rep["uv_layout"] == "ict-facekit"
+    assert rep["fit"]["median_iod"] < 0.03
+    assert set(rep["expression_weights"]) == set(get_head("ict").expression_names)
+    g = geometry_from_folder(folder)
+    assert g.vertices.shape == (get_head("ict").layout().num_vertices, 3)
+    # the landmarks re-derived from the folder's mesh sit on the photo's face
+    assert 0.0 < g.box[0] < g.box[2] < 1024 and 0.0 < g.box[1] < g.box[3] < 1024
