@@ -121,7 +121,6 @@ def test_prior_fit_keeps_the_entries_fine_detail_and_their_common_structure(monk
     detail's amplitude (RESTORE_DETAIL) and keeps the structure."""
     S = 64
     lay = default_layout()
-    uvr = uv_raster(lay, S)
     yy, xx = np.mgrid[:S, :S] / S
     structure = 0.5 + 0.2 * np.sin(2 * np.pi * xx) * np.cos(2 * np.pi * yy)
     rng = np.random.default_rng(0)

@@ -7,7 +7,6 @@ import json
 import struct
 
 import numpy as np
-import pytest
 import trimesh
 from PIL import Image
 

@@ -12,7 +12,6 @@ import torch
 from facerefiner import light as L
 from facerefiner.errors import InputError
 
-from conftest import FACES, need
 
 
 def test_sh_basis_by_hand():
@@ -59,7 +58,6 @@ def test_a_known_light_is_recovered_from_a_rendered_sphere(d, monkeypatch):
     truth = L.directional(np.array(d), colour=(1.0, 0.8, 0.6), ambient=0.5)
     sh = torch.from_numpy(L.shading(truth.gamma, normals.numpy()).astype(np.float32)).permute(2, 0, 1)
     tex = (0.5 * sh).clamp(0, 1) * inside[None]
-    S = tex.shape[-1]
     # a layout of another topology has no features: the whole sphere is skin
     est = _on_sphere(tex, inside, normals)
     # the nine coefficients are the truth's up to the albedo-light scale of each channel

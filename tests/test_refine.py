@@ -10,17 +10,15 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import FACES, face_photos, need, psnr
+from conftest import FACES, face_photos, need
 
 from facerefiner.cli.main import app
 from facerefiner.errors import ShapeError
 from facerefiner.features import get_extractor
 from facerefiner.io import load_image
 from facerefiner.layout import default_layout
-from facerefiner.pipeline import photo_to_tensor
 from facerefiner.reconstruct import reconstruct
 from facerefiner.refine import PRESETS, RefineConfig, preset, refine
-from facerefiner.render import render_face
 from facerefiner.unwrap import uv_raster
 
 PATCHES = get_extractor("patches")
