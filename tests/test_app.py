@@ -464,3 +464,30 @@ def test_the_app_uses_a_prior_it_was_given(tmp_path):
     with pytest.raises(InputError):
         fa.FaceApp(preset="quick", features="patches", root=tmp_path / "runs2", extractor=get_extractor("patches"),
                    prior=tmp_path / "nope.npz")
+
+
+def test_the_app_runs_the_head_it_was_given(tmp_path):
+    """FaceApp(head="ict") (serve --head ict): the run's layout, mesh and report are the ICT head's
+    (more vertices than MediaPipe's 468, the ARKit expression weights reported), and the summary
+    names the head; an unknown head is an InputError naming the known ones."""
+    from facerefiner.features import get_extractor
+    from facerefiner.heads import get_head
+
+    photo = need(FACES / "ffhq_00128.png")
+    app = fa.FaceApp(preset="quick", features="patches", root=tmp_path / "runs", extractor=get_extractor("patches"),
+                     head="ict")
+    assert app.layout.name == get_head("ict").layout(None).name == "ict-facekit" and len(app.layout.uv) > 468
+    out = app.run(photo, preset="quick", occlusion="off")
+    assert out.report["head"] == "ict" and len(out.report["expression_weights"]) == 53
+    assert "head `ict`" in out.summary
+    with pytest.raises(InputError, match="mediapipe"):
+        fa.FaceApp(preset="quick", features="patches", root=tmp_path / "runs2", extractor=get_extractor("patches"),
+                   head="flame")
+
+
+def test_serve_rejects_an_unknown_head(tmp_path):
+    """`facerefiner serve --head flame`: one line naming the known heads, exit 1, nothing served."""
+    r = subprocess.run([sys.executable, "-c", "from facerefiner.cli.main import main; main()", "serve", "--head", "flame"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert "--head must be one of" in r.stderr and "ict" in r.stderr and "Traceback" not in r.stderr

@@ -311,16 +311,17 @@ class FaceApp:
 
     def __init__(self, *, preset: str = "default", features: str = "auto", vgg_weights: str | os.PathLike | None = None,
                  device: str = "auto", root: str | os.PathLike | None = None, max_age_s: float = MAX_AGE_S,
-                 extractor: tuple | None = None, prior: str | os.PathLike | None = None):
+                 extractor: tuple | None = None, prior: str | os.PathLike | None = None, head: str | None = None):
         from .features import get_extractor
-        from .layout import load_layout
+        from .heads import DEFAULT_HEAD, get_head
         from .refine import PRESETS, resolve_device
 
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         self.preset = preset
         self.device = str(resolve_device(device))
-        self.layout = load_layout(None)
+        self.head = head or DEFAULT_HEAD
+        self.layout = get_head(self.head).layout(None)  # (an unknown name raises InputError, naming the known ones)
         self.extractor = extractor or get_extractor(features, weights=vgg_weights, device=self.device)
         self.notice = self.extractor[1].get("notice")
         self.prior = None
@@ -362,7 +363,7 @@ class FaceApp:
         src = work / "input" / f"{stem}{Path(str(photo)).suffix.lower()[:8]}"
         src.parent.mkdir()
         shutil.copyfile(photo, src)
-        opts = RefineOptions(size=cfg.size, device=self.device, occlusion=occlusion)
+        opts = RefineOptions(size=cfg.size, device=self.device, occlusion=occlusion, head=self.head)
         if mask is not None and mask.any():
             from .io import save_png
 
@@ -396,12 +397,13 @@ class FaceApp:
         Raises:
             FaceRefinerError: not an image, no face.
         """
+        from .heads import get_head
         from .occlusion import find_occlusions
         from .reconstruct import reconstruct
 
         name = display_name or Path(str(photo)).name
         rgb = check_photo(photo, name)
-        geo = reconstruct(rgb, source=name)
+        geo = reconstruct(rgb, source=name, head=get_head(self.head))
         m = find_occlusions(rgb, geo, self.layout).mask
         small = preview(rgb)
         m = _resize_bool(m, (small.shape[1], small.shape[0]))
@@ -420,7 +422,9 @@ def summary_line(name: str, rep: dict, *, size: int, preset: str, features: str,
     only), so that a group photo's other faces are not silently missing.
     """
     pose = rep.get("head_pose_deg", {})
-    line = (f"**{name}**: {size} x {size} texture, preset `{preset}`, features `{features}`, {secs:.1f} s; "
+    head = rep.get("head")
+    line = (f"**{name}**: {size} x {size} texture, preset `{preset}`, features `{features}`, "
+            f"{f'head `{head}`, ' if head else ''}{secs:.1f} s; "
             f"head yaw {pose.get('yaw', 0):+.0f}°, pitch {pose.get('pitch', 0):+.0f}°; "
             f"{rep.get('visible_fraction', 0) * 100:.0f} % of the texture seen in the photo")
     share = (rep.get("occlusion") or {}).get("face_share", {}).get("total")
@@ -458,7 +462,7 @@ def _theme():
 
 def build_app(*, preset: str = "default", features: str = "auto", vgg_weights: str | os.PathLike | None = None,
               device: str = "auto", root: str | os.PathLike | None = None, max_age_s: float = MAX_AGE_S,
-              face_app: FaceApp | None = None, prior: str | os.PathLike | None = None):
+              face_app: FaceApp | None = None, prior: str | os.PathLike | None = None, head: str | None = None):
     """The Gradio Blocks of the app (not launched: see :func:`launch`).
 
     Args:
@@ -470,6 +474,7 @@ def build_app(*, preset: str = "default", features: str = "auto", vgg_weights: s
         max_age_s: run folders and Gradio's cached files older than this are deleted.
         face_app: a prebuilt :class:`FaceApp` (then the arguments above other than ``preset`` are unused).
         prior: a face-texture prior file (``facerefiner prior build``), loaded once.
+        head: the head model of every run (see :data:`facerefiner.heads.HEADS`; default: the default head).
 
     Raises:
         FaceRefinerError: the feature extractor could not be loaded (e.g. bad ``vgg_weights``).
@@ -479,7 +484,7 @@ def build_app(*, preset: str = "default", features: str = "auto", vgg_weights: s
     import gradio as gr
 
     fa = face_app or FaceApp(preset=preset, features=features, vgg_weights=vgg_weights, device=device, root=root,
-                             max_age_s=max_age_s, prior=prior)
+                             max_age_s=max_age_s, prior=prior, head=head)
 
     def on_photo(photo: str | None):
         """Check the upload at once (a warning names what is wrong); show the photo in the mask editor."""

@@ -114,7 +114,9 @@ def metric_cells(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     turned = idn.get("turned") if isinstance(idn.get("turned"), dict) else {}
     return [("PSNR", _num(fid.get("psnr"), ".2f")), ("SSIM", _num(fid.get("ssim"), ".4f")),
             ("ID", _num(idn.get("render"), ".3f")), ("ID +30°", _num(turned.get("+30"), ".3f")),
-            ("ID −30°", _num(turned.get("-30"), ".3f")), ("fill PSNR", _num(com.get("psnr"), ".2f")),
+            ("ID −30°", _num(turned.get("-30"), ".3f")),
+            ("ID +60°", _num(turned.get("+60"), ".3f")), ("ID −60°", _num(turned.get("-60"), ".3f")),
+            ("fill PSNR", _num(com.get("psnr"), ".2f")),
             ("fill SSIM", _num(com.get("ssim"), ".4f")), ("seam local", _num(seam.get("local_ratio"), ".3f"))]
 
 

@@ -71,7 +71,7 @@ METRICS_VERSION = 1
 #: Long side (px) of the photo crop the fidelity and identity metrics work on.
 FIDELITY_MAX_SIDE = 1024
 #: Yaw angles (degrees, absolute head pose) of the turned renders of the identity metric.
-IDENTITY_YAWS = (30.0, -30.0)
+IDENTITY_YAWS = (30.0, -30.0, 60.0, -60.0)
 #: dlib's threshold: descriptor distances below it are the same person.
 SAME_PERSON = 0.6
 #: Width (texels) of the band on each side of V's boundary that :func:`seam_ratio` measures.

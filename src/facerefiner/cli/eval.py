@@ -28,7 +28,8 @@ def _row(name: str, m: dict[str, Any]) -> list[str]:
     fid, idn, com, seam = (m.get(k) or {} for k in ("fidelity", "identity", "completion", "seam"))
     turned = idn.get("turned") or {}
     return [name, _num(fid.get("psnr"), ".2f"), _num(fid.get("ssim"), ".4f"), _num(idn.get("render"), ".3f"),
-            _num(turned.get("+30"), ".3f"), _num(turned.get("-30"), ".3f"), _num(com.get("psnr"), ".2f"),
+            _num(turned.get("+30"), ".3f"), _num(turned.get("-30"), ".3f"), _num(turned.get("+60"), ".3f"),
+            _num(turned.get("-60"), ".3f"), _num(com.get("psnr"), ".2f"),
             _num(com.get("ssim"), ".4f"), _num(com.get("detail"), ".3f"), _num(seam.get("ratio"), ".3f"),
             _num(seam.get("local_ratio"), ".3f"),
             _num((m.get("cost") or {}).get("wall_s"), ".1f")]
@@ -74,7 +75,7 @@ def eval_cmd(
     if rows:
         table = Table(box=None, pad_edge=False)
         table.add_column("folder", no_wrap=True)
-        for c in ("PSNR", "SSIM", "ID", "ID+30", "ID-30", "fill PSNR", "fill SSIM", "fill detail", "seam",
+        for c in ("PSNR", "SSIM", "ID", "ID+30", "ID-30", "ID+60", "ID-60", "fill PSNR", "fill SSIM", "fill detail", "seam",
                   "seam loc", "wall s"):
             table.add_column(c, justify="right", no_wrap=True)
         for r in rows:

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
+from ..pipeline import RefineOptions
 from .common import EXIT_USAGE, err, usage_error
 from .main import app
 
@@ -24,6 +25,7 @@ def serve_cmd(
     vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", help="VGG16 weights file (torchvision's vgg16-397923af.pth or Caffe-convention conv weights)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     max_upload_mb: float = typer.Option(20, "--max-upload-mb", help="Largest upload accepted, in MB."),
+    head: str = typer.Option(RefineOptions.head, "--head", help="Head model of every run: mediapipe (the 468-vertex face mask) or ict (ICT-FaceKit's whole head, with 53 ARKit blendshapes in mesh.glb)."),
     prior: Optional[Path] = typer.Option(None, "--prior", help="Face-texture prior (facerefiner prior build): structure for eyes, brows and lips a photo hides on both sides."),
 ) -> None:
     """Serve: a local web app: drop a photo, get the refined texture, a 3D view and a zip.
@@ -48,12 +50,16 @@ def serve_cmd(
         usage_error(f"{vgg_weights}: no such file (--vgg-weights)")
     if prior is not None and not prior.is_file():
         usage_error(f"{prior}: no such file (--prior)")
+    from ..heads import head_names
+
+    if head not in head_names():
+        usage_error(f"--head must be one of {', '.join(head_names())}, got {head!r}")
 
     from ..app import build_app, launch, shutdown
     from ..errors import FaceRefinerError
 
     try:
-        demo = build_app(preset=preset, features=features, vgg_weights=vgg_weights, device=device, prior=prior)
+        demo = build_app(preset=preset, features=features, vgg_weights=vgg_weights, device=device, prior=prior, head=head)
     except FaceRefinerError as e:
         usage_error(str(e))
     notice = demo.face_app.notice
