@@ -582,3 +582,30 @@ def test_refine_in_albedo_space(ffhq_photo, detector):
     # without delight: no albedo, and the texture is another one
     plain = refine(rgb, geo, config=cfg, extractor=PATCHES, device="cpu")
     assert plain.albedo is None and not torch.equal(plain.texture, r.texture)
+
+
+def test_the_photo_is_rasterised_once_and_reused_by_the_rendering_term(photo, monkeypatch):
+    """unwrap's PhotoRaster (at sample_side(S) = 2 S) is the rendering term's: a refinement
+    rasterises the face into the photo once (every rasterisation other than the UV layout's own
+    S x S one counted), and the reused raster gives the same target as a fresh one; another side
+    is rasterised anew."""
+    from facerefiner import render as R
+    from facerefiner.refine import render_target
+    from facerefiner.unwrap import sample_side, unwrap
+
+    rgb, geo = photo
+    layout = default_layout()
+    calls = []
+    real = R.rasterize
+    monkeypatch.setattr(R, "rasterize", lambda pos, tri, res, **k: calls.append(tuple(res)) or real(pos, tri, res, **k))
+    cfg = preset("quick", steps=(2,), size=64)
+    refine(rgb, geo, config=cfg, extractor=PATCHES, device="cpu", delight=False)
+    assert [c for c in calls if c != (64, 64)] and len([c for c in calls if c != (64, 64)]) == 1, calls
+    un = unwrap(rgb, geo, 64, layout=layout)
+    assert un.raster is not None and un.raster.side == sample_side(64) == 128
+    a = render_target(rgb, geo, layout, 128, raster=un.raster)
+    b = render_target(rgb, geo, layout, 128)
+    assert torch.equal(a.photo, b.photo) and torch.equal(a.mask, b.mask) and torch.equal(a.cache.index, b.cache.index)
+    n = len(calls)
+    c = render_target(rgb, geo, layout, 96, raster=un.raster)
+    assert len(calls) == n + 1 and max(c.photo.shape[-2:]) <= 96 < max(a.photo.shape[-2:])

@@ -55,6 +55,7 @@ from .errors import FaceRefinerError, InputError
 from .layout import UVLayout, default_layout, load_layout
 from .reconstruct import FaceGeometry, euler_yxz
 from .io import save_json, to_uint8 as _u8
+from .unwrap import sample_side
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +251,7 @@ def visible_fidelity(photo: np.ndarray, texture: torch.Tensor, geometry: FaceGeo
     from .render import FULLY_VISIBLE
 
     layout = layout or default_layout()
-    c = _face_crop(photo, geometry, layout, max_side or 2 * int(texture.shape[-1]))
+    c = _face_crop(photo, geometry, layout, max_side or sample_side(int(texture.shape[-1])))
     h, w = c.covered.shape
     k = render_mask_kernel(max(h, w))
     img, vis = _render_rgba(texture, visibility, c.cache)

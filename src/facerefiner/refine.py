@@ -60,7 +60,7 @@ from .layout import UVLayout, default_layout
 from .pyramid import LaplacianTexture, collapse
 from .reconstruct import FaceGeometry
 from .sampling import grid_positions, style_positions
-from .unwrap import UnwrapResult, face_region, rasterize_face, unwrap, uv_raster
+from .unwrap import PhotoRaster, UnwrapResult, photo_raster, sample_side, unwrap, uv_raster
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class RefineConfig:
     style_sets: int = 5
     """Style sample sets, alternately from I_S and its mirror image."""
     render_side: int | None = None
-    """Long side (px) of the photo region the rendering term compares against (default 2 S)."""
+    """Long side (px) of the photo region the rendering term compares against (default: unwrap's, ``facerefiner.unwrap.sample_side`` = 2 S, whose raster it then reuses)."""
     features: str = "auto"
     """Feature extractor: vgg16, patches or auto (vgg16 when weights resolve, else patches)."""
     seed: int = 0
@@ -282,16 +282,19 @@ class RenderTarget:
 
 
 def render_target(image: np.ndarray, geometry: FaceGeometry, layout: UVLayout, side: int,
-                  mask: np.ndarray | None = None) -> RenderTarget:
+                  mask: np.ndarray | None = None, raster: PhotoRaster | None = None) -> RenderTarget:
     """Rasterise the face into its photo region (long side at most ``side`` px).
 
     Args:
         image: (H, W, 3) uint8 RGB photo.
         mask: optional (H, W) bool, True where the photo is not to be trusted (left out of the loss).
+        raster: optional precomputed :func:`facerefiner.unwrap.photo_raster` of ``geometry`` at ``side``
+            (e.g. :attr:`UnwrapResult.raster`); rasterised here when absent or made for another side.
     """
-    region = face_region(geometry, max_side=side)
+    if raster is None or raster.side != int(side):
+        raster = photo_raster(geometry, layout, side)
+    region, rast = raster.region, raster.rast
     photo = torch.from_numpy(np.array(region.crop(np.asarray(image)))).permute(2, 0, 1)[None].float() / 255.0
-    rast = rasterize_face(geometry, layout, region)
     cache = R.prepare(rast, torch.as_tensor(layout.faces), layout.uv_tensor())
     covered = (rast[..., 3] > 0)[:, None]
     h, w = covered.shape[-2:]
@@ -725,8 +728,8 @@ def refine(image: np.ndarray, geometry: FaceGeometry | None = None, *, config: R
     ext, info = extractor or get_extractor(cfg.features, weights=vgg_weights, weights_format=vgg_format, device=dev)
     t["features_load"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    side = cfg.render_side or 2 * cfg.size
-    target = render_target(image, geo, layout, side, mask).to(dev) if render else None
+    side = cfg.render_side or sample_side(cfg.size)
+    target = render_target(image, geo, layout, side, mask, raster=un.raster).to(dev) if render else None
     t["render_setup"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     albedo = None

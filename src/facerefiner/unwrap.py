@@ -192,18 +192,53 @@ class UnwrapResult:
         cosine: (S, S) float32, cosine between the surface normal and the direction to the camera
             (0 outside the layout).
         threshold: the cosine threshold used.
+        raster: the :class:`PhotoRaster` it sampled through (the rendering term reuses it).
     """
 
     texture: torch.Tensor
     visibility: torch.Tensor
     cosine: torch.Tensor
     threshold: float
+    raster: "PhotoRaster | None" = None
+
+
+#: Photo pixels per texel on the long side of the face region that unwrap samples from and the
+#: rendering term compares against (at most; a smaller face keeps its own resolution).
+PIXELS_PER_TEXEL = 2
+
+
+def sample_side(size: int) -> int:
+    """Long side (px) of the face region for a texture of ``size`` texels: ``PIXELS_PER_TEXEL * size``."""
+    return PIXELS_PER_TEXEL * int(size)
+
+
+@dataclass(frozen=True)
+class PhotoRaster:
+    """The face mesh rasterised once into its photo region (:func:`photo_raster`).
+
+    Attributes:
+        region: the photo :class:`Region` (long side at most ``side`` px).
+        rast: (1, h, w, 4) float32 ``rasterize`` output in that region ([b1, b2, z, tri_id + 1]).
+        side: the ``max_side`` it was made for.
+    """
+
+    region: Region
+    rast: torch.Tensor
+    side: int
+
+
+def photo_raster(geometry: FaceGeometry, layout: UVLayout, side: int) -> PhotoRaster:
+    """Rasterise ``geometry``'s mesh (triangles of ``layout``) into its :func:`face_region` of long
+    side at most ``side`` px. Pass it to :func:`unwrap` and :func:`facerefiner.refine.render_target`
+    so that one photo is rasterised once."""
+    region = face_region(geometry, max_side=side)
+    return PhotoRaster(region=region, rast=rasterize_face(geometry, layout, region), side=int(side))
 
 
 def unwrap(image: np.ndarray | torch.Tensor, geometry: FaceGeometry, size: int = 512, *,
            layout: UVLayout | None = None, mask: np.ndarray | None = None,
            uvr: UVRaster | None = None, cos_threshold: float | None = None,
-           backproject: int = BACKPROJECT_ITERATIONS) -> UnwrapResult:
+           backproject: int = BACKPROJECT_ITERATIONS, raster: PhotoRaster | None = None) -> UnwrapResult:
     """Sample the photo into the UV layout.
 
     Args:
@@ -216,6 +251,7 @@ def unwrap(image: np.ndarray | torch.Tensor, geometry: FaceGeometry, size: int =
         cos_threshold: override the paper's 0.4 / 0.6 threshold.
         backproject: iterations of back-projection (see :func:`backproject`); 0 keeps the plain
             bilinear samples.
+        raster: optional precomputed :func:`photo_raster` of ``geometry`` at ``sample_side(size)``.
 
     Returns:
         :class:`UnwrapResult` (texture (3, S, S) float32 in [0, 1], visibility (S, S) bool).
@@ -228,7 +264,9 @@ def unwrap(image: np.ndarray | torch.Tensor, geometry: FaceGeometry, size: int =
     is_tensor = isinstance(image, torch.Tensor)
     H, W = (image.shape[1:] if is_tensor else image.shape[:2])
     # Sample from the face region, at most ~2 photo pixels per texel (no aliasing, bounded memory).
-    region = face_region(geometry, max_side=2 * S)
+    if raster is None or raster.side != sample_side(S):
+        raster = photo_raster(geometry, layout, sample_side(S))
+    region = raster.region
     if is_tensor:
         photo = torch.nn.functional.interpolate(
             image[None, :, region.y0:region.y1, region.x0:region.x1].float(), size=region.out_size[::-1],
@@ -254,7 +292,7 @@ def unwrap(image: np.ndarray | torch.Tensor, geometry: FaceGeometry, size: int =
     texture = R.sample_image(photo, xy[None])[0]              # (3, S, S)
 
     # Occlusion: depth of the nearest surface at each texel's pixel.
-    rast = rasterize_face(geometry, layout, region)
+    rast = raster.rast
     zbuf = torch.where(rast[0, ..., 3] > 0, rast[0, ..., 2], torch.full_like(rast[0, ..., 2], float("inf")))
     h, w = zbuf.shape
     px = xy[..., 0].floor().long().clamp(0, w - 1)
@@ -292,7 +330,7 @@ def unwrap(image: np.ndarray | torch.Tensor, geometry: FaceGeometry, size: int =
     texture = texture * vis[None].float()
     if backproject > 0:
         texture = _backproject(texture, vis, photo, rast, layout, backproject)
-    return UnwrapResult(texture=texture.contiguous(), visibility=vis, cosine=cosine, threshold=float(thr))
+    return UnwrapResult(texture=texture.contiguous(), visibility=vis, cosine=cosine, threshold=float(thr), raster=raster)
 
 
 def _backproject(texture: torch.Tensor, vis: torch.Tensor, photo: torch.Tensor, rast: torch.Tensor,
