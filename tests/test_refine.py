@@ -17,6 +17,7 @@ from facerefiner.errors import ShapeError
 from facerefiner.features import get_extractor
 from facerefiner.io import load_image
 from facerefiner.layout import default_layout
+from facerefiner.folder import FILES
 from facerefiner.reconstruct import reconstruct
 from facerefiner.refine import PRESETS, RefineConfig, preset, refine
 from facerefiner.unwrap import uv_raster
@@ -420,6 +421,7 @@ def test_cli_refine_writes_everything(tmp_path):
     names = {p.name for p in folder.iterdir()}
     assert names >= {"texture.png", "texture_sampled.png", "texture_initial.png", "render.png", "views.png",
                      "visibility.png", "mesh.obj", "mesh.mtl", "mesh.glb", "camera.json", "report.json"}
+    assert names <= set(FILES)  # facerefiner.folder knows every file a face folder holds
     # --export-size: texture.png at 256 although the quick preset optimises at 128
     assert Image.open(folder / "texture.png").size == (256, 256)
     assert Image.open(folder / "texture_initial.png").size == (128, 128)

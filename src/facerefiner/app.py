@@ -380,9 +380,9 @@ class FaceApp:
         prog.report(0.97, "zipping the folder")
         zip_path = Path(shutil.make_archive(str(work / stem), "zip", root_dir=out, base_dir=folder.name))
         secs = time.perf_counter() - t0
-        import json
+        from .folder import read_report
 
-        rep = json.loads((folder / "report.json").read_text())
+        rep = read_report(folder)
         summary = summary_line(name, rep, size=cfg.size, preset=preset or self.preset, features=self.features_name,
                                secs=secs, masked=opts.mask is not None)
         return RunOutput(folder=folder, texture=folder / "texture.png", views=folder / "views.png",

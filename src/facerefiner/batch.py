@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .errors import OutputError
+from .folder import is_face_folder, report_or_none
 from .io import atomic_write_bytes, save_json
 from .pipeline import PhotoResult, face_folder_names
 
@@ -102,12 +103,7 @@ class BatchResult:
                 "counts": self.counts(), "photos": [r.to_json() for r in self.records]}
 
 
-def _report(folder: Path) -> dict[str, Any] | None:
-    try:
-        d = json.loads((folder / "report.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return d if isinstance(d, dict) else None
+_report = report_or_none
 
 
 def finished_folders(photo: Path, out: Path, all_faces: bool = False, command: str = "") -> list[str] | None:
@@ -136,11 +132,11 @@ def finished_folders(photo: Path, out: Path, all_faces: bool = False, command: s
             names = face_folder_names(stem, n, True)
         else:  # a report from before photo_faces: the consecutive folders present
             names, i = [], 0
-            while (out / f"{stem}_face{i}" / "report.json").is_file():
+            while is_face_folder(out / f"{stem}_face{i}"):
                 names.append(f"{stem}_face{i}")
                 i += 1
     for nm in names:
-        if not (out / nm / "report.json").is_file():
+        if not is_face_folder(out / nm):
             return None
         if command == "refine":
             rep = _report(out / nm)

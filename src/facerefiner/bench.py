@@ -93,6 +93,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+from .folder import report_or_none
 from .io import atomic_write_bytes as _atomic_write
 
 log = logging.getLogger(__name__)
@@ -733,9 +734,8 @@ def photo_names(paths: Sequence[Path]) -> list[tuple[str, Path]]:
 
 
 def _stored(folder: Path, settings: dict[str, Any]) -> bool:
-    try:
-        rep = json.loads((folder / "report.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    rep = report_or_none(folder)
+    if rep is None:
         return False
     b = rep.get("bench") or {}
     stored = b.get("settings")
@@ -999,11 +999,7 @@ def completion_runs(ctx: PhotoContext, spec: Method, cfg: Any, ext: tuple | None
 # results
 
 
-def _read_report(folder: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((folder / "report.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+_read_report = report_or_none
 
 
 

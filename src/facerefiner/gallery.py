@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import html
 import io
-import json
 import logging
 import math
 from datetime import datetime, timezone
@@ -24,18 +23,17 @@ from typing import Any, Iterable
 from urllib.parse import quote
 
 from . import __version__
-from .errors import OutputError
+from .errors import InputError, OutputError
+from .folder import FILES, THUMB, face_folders as folder_face_folders, read_report
 from .io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
 INDEX = "index.html"
-THUMB = "thumb.jpg"
 #: Largest thumbnail, (width, height) in pixels: a views.png strip stays a strip, render.png a square.
 THUMB_BOX = (1600, 240)
 #: Files linked from each face's entry, in this order (those present).
-LINKED = ("texture.png", "mesh.glb", "mesh.obj", "report.json", "render.png", "views.png",
-          "texture_sampled.png", "texture_initial.png")
+LINKED = FILES[:8]
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; background: #fff; }
@@ -54,15 +52,7 @@ footer { color: #777; font-size: .8em; margin-top: 2em; }
 """
 
 
-def face_folders(out: Path) -> list[Path]:
-    """Subfolders of ``out`` that are face folders (have a report.json), sorted by name; hidden
-    (temporary) folders excluded."""
-    out = Path(out)
-    try:
-        subs = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    except OSError:
-        return []
-    return sorted((p for p in subs if (p / "report.json").is_file()), key=lambda p: p.name)
+face_folders = folder_face_folders  # (facerefiner.folder.face_folders: subfolders with a report.json, sorted)
 
 
 def _url(*parts: str) -> str:
@@ -152,12 +142,10 @@ def _facts(report: dict[str, Any]) -> list[str]:
 def _face_html(folder: Path) -> str:
     name = folder.name
     try:
-        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
-        if not isinstance(report, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as e:
+        report = read_report(folder)
+    except InputError:
         report = {}
-        facts = [f"report.json unreadable ({type(e).__name__})"]
+        facts = ["report.json unreadable"]
     else:
         facts = _facts(report)
     parts = [f'<div class="face">\n<h2>{_e(name)}</h2>', f'<p class="meta">{_e(" · ".join(facts))}</p>']

@@ -54,7 +54,8 @@ from .camera import Camera
 from .errors import FaceRefinerError, InputError
 from .layout import UVLayout, default_layout, load_layout
 from .reconstruct import FaceGeometry, euler_yxz
-from .io import save_json, to_uint8 as _u8
+from .folder import read_report, report_or_none, write_report
+from .io import to_uint8 as _u8
 from .unwrap import sample_side
 
 log = logging.getLogger(__name__)
@@ -901,18 +902,6 @@ def _read_png(path: Path) -> np.ndarray:
         raise InputError(f"{path}: unreadable ({e})") from None
 
 
-def read_report(folder: str | os.PathLike) -> dict[str, Any]:
-    p = Path(folder) / "report.json"
-    if not Path(folder).is_dir():
-        raise InputError(f"{folder}: no such folder")
-    if not p.exists():
-        raise InputError(f"{folder}: no report.json (not a facerefiner output folder)")
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise InputError(f"{p}: unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
-
-
 def geometry_from_folder(folder: str | os.PathLike) -> FaceGeometry:
     """The :class:`FaceGeometry` of an output folder from ``mesh.obj`` and ``camera.json``.
 
@@ -932,10 +921,7 @@ def geometry_from_folder(folder: str | os.PathLike) -> FaceGeometry:
         verts = read_obj_vertices(folder / "mesh.obj")
     except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
         raise InputError(f"{folder}: unreadable mesh.obj or camera.json ({type(e).__name__})") from None
-    try:
-        head = get_head(json.loads((folder / "report.json").read_text(encoding="utf-8")).get("head", DEFAULT_HEAD))
-    except (OSError, ValueError, AttributeError):
-        head = get_head(DEFAULT_HEAD)
+    head = get_head((report_or_none(folder) or {}).get("head", DEFAULT_HEAD))
     n = head.layout().num_vertices
     if verts.shape != (n, 3):
         raise InputError(f"{folder / 'mesh.obj'}: has {len(verts)} vertices, expected {n} (head {head.name})")
@@ -1052,7 +1038,7 @@ def write_report_metrics(folder: str | os.PathLike, metrics: dict[str, Any]) -> 
     folder = Path(folder)
     report = read_report(folder)
     report["metrics"] = _json_safe(metrics)
-    save_json(folder / "report.json", report, allow_nan=False)
+    write_report(folder, report)
 
 
 _warned_identity = False

@@ -6,19 +6,17 @@ Each face's folder is written into a temporary folder and renamed into place whe
 from __future__ import annotations
 
 import logging
-import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 
-from . import __version__
 from .errors import FaceRefinerError, InputError, NothingVisibleError
-from .export import glb_bytes, write_obj
-from .io import atomic_dir, load_image, load_mask, save_json, save_png, to_uint8
+from .folder import versions, write_face_folder, write_refined_files  # noqa: F401  (versions: re-exported)
+from .io import atomic_dir, load_image, load_mask, to_uint8
 from .heads import get_head
 from .layout import UVLayout
 from .occlusion import face_mask
@@ -78,13 +76,6 @@ class PhotoResult:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-def versions() -> dict[str, str]:
-    import mediapipe
-
-    return {"facerefiner": __version__, "torch": torch.__version__, "mediapipe": mediapipe.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
 
 
 def face_folder_names(stem: str, n: int, all_faces: bool) -> list[str]:
@@ -180,48 +171,6 @@ def unwrap_photo(path: Path, out_root: Path, cfg: UnwrapConfig, *, layout: UVLay
 
 
 texture_to_uint8 = to_uint8  # (3, S, S) float in [0, 1] -> (S, S, 3) uint8
-
-
-def write_face_folder(folder: Path, path: Path, rgb: np.ndarray, geo: FaceGeometry, un: UnwrapResult,
-                      layout: UVLayout, cfg: Any, composite: np.ndarray, timings: dict[str, float],
-                      extra: dict[str, Any] | None = None, texture: torch.Tensor | None = None,
-                      occlusion: np.ndarray | None = None, material: torch.Tensor | None = None) -> None:
-    """Write the files every verb writes (``texture.png`` is ``texture``, default the sampled one;
-    ``occlusion.png``, the photo's pixels left out, white, when ``occlusion`` is given; ``mesh.glb``
-    carries ``material`` when given, the albedo, so that engines light it, else ``texture.png``)."""
-    write_obj(folder / "mesh.obj", geo.vertices, layout, texture_name="texture.png")
-    save_json(folder / "camera.json", geo.camera.to_json())
-    tex8 = texture_to_uint8(un.texture if texture is None else texture)
-    save_png(folder / "texture.png", tex8)
-    glb_tex = tex8 if material is None else texture_to_uint8(material)
-    head = get_head(getattr(cfg, "head", None) if not isinstance(cfg, dict) else cfg.get("head"))
-    (folder / "mesh.glb").write_bytes(glb_bytes(geo.vertices, layout, glb_tex, morph=head.morph_targets(geo)))
-    save_png(folder / "visibility.png", un.visibility.numpy().astype(np.uint8) * 255)
-    save_png(folder / "occlusion.png", (np.zeros(rgb.shape[:2], np.uint8) if occlusion is None
-                                        else np.asarray(occlusion, bool).astype(np.uint8) * 255))
-    save_png(folder / "render.png", composite)
-    report = {
-        "input": str(Path(path)),
-        "image_size": [int(rgb.shape[1]), int(rgb.shape[0])],
-        "face_box": [round(float(v), 2) for v in geo.box],
-        "head_pose_deg": {k: round(v, 2) for k, v in geo.pose().items()},
-        "uv_layout": layout.name,
-        **head.report(geo),
-        "texture_size": int(un.texture.shape[-1]),
-        "visible_fraction": float(un.visibility.float().mean()),
-        "cos_threshold": un.threshold,
-        "settings": _settings(cfg),
-        "timings_s": {k: round(v, 4) for k, v in timings.items()},
-        "versions": versions(),
-    }
-    if extra:
-        report.update(extra)
-    save_json(folder / "report.json", report)
-
-
-def _settings(cfg: Any) -> dict[str, Any]:
-    d = cfg if isinstance(cfg, dict) else asdict(cfg)
-    return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
 
 @dataclass
@@ -347,14 +296,9 @@ def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *
                 write_face_folder(tmp, path, rgb, geo, r.unwrapped, layout, opts, comp, timings, extra,
                                   texture=out_tex, occlusion=face_m,
                                   material=None if albedo is None else albedo.albedo)
-                if albedo is not None:
-                    save_png(tmp / "albedo.png", texture_to_uint8(albedo.albedo))
-                    save_json(tmp / "light.json", albedo.light.to_json())
-                rgba = np.concatenate([texture_to_uint8(r.sampled),
-                                       r.visibility.numpy().astype(np.uint8)[..., None] * 255], axis=2)
-                save_png(tmp / "texture_sampled.png", rgba)
-                save_png(tmp / "texture_initial.png", texture_to_uint8(r.initial))
-                save_png(tmp / "views.png", sheet)
+                write_refined_files(tmp, sampled=r.sampled, visibility=r.visibility, initial=r.initial, views=sheet,
+                                    albedo=None if albedo is None else albedo.albedo,
+                                    light=None if albedo is None else albedo.light)
             res.faces.append(FaceOutput(folder=Path(out_root) / name, geometry=geo, unwrapped=r.unwrapped,
                                         timings=timings))
     except FaceRefinerError as e:

@@ -30,12 +30,9 @@ def usage_error(msg: str) -> None:
 
 def face_folders(path: Path) -> list[Path]:
     """``path`` itself when it is a face folder (has report.json), else its subfolders that are."""
-    if (path / "report.json").is_file():
-        return [path]
-    if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")
-                      and (p / "report.json").is_file())
-    return []
+    from ..folder import face_folders as found
+
+    return found(path, itself=True)
 
 
 def given_face_folders(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:

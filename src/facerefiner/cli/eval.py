@@ -10,6 +10,7 @@ from typing import Any, List, Optional
 
 import typer
 
+from ..folder import is_face_folder
 from .common import EXIT_FAILED, EXIT_OK, err, face_folders, given_face_folders, per_folder, usage_error
 from .main import app
 
@@ -92,7 +93,7 @@ def _refresh_galleries(given: list[Path], evaluated: list[Path]) -> None:
     from ..errors import OutputError
     from ..gallery import INDEX, write_index
 
-    roots = {f for f in given if f.is_dir() and not (f / "report.json").is_file() and face_folders(f)}
+    roots = {f for f in given if f.is_dir() and not is_face_folder(f) and face_folders(f)}
     roots |= {d.parent for d in evaluated if (d.parent / INDEX).is_file()}
     for root in sorted(roots):
         try:

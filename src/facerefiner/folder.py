@@ -1,0 +1,217 @@
+"""The output folder of one face, ``OUT/<face>/``: its files and ``report.json``, written and read here.
+
+Every verb that writes a face folder (``unwrap``, ``refine``, the benchmark) writes it through
+:func:`write_face_folder` (into a temporary folder that :func:`facerefiner.io.atomic_dir` renames
+into place, so "the folder has a report.json" means "finished"); every reader finds face folders
+with :func:`face_folders` / :func:`is_face_folder` and reads the report with :func:`read_report`
+(a user-facing :class:`~facerefiner.errors.InputError` naming the file) or :func:`report_or_none`.
+
+Files (those a verb writes; ``FILES`` lists them in the order the gallery links them):
+
+=========================  =====================================================================
+``texture.png``            the texture (RGB, S x S, or ``export_size``)
+``mesh.glb``               mesh + texture (the albedo when de-lit), the head's morph targets
+``mesh.obj``               mesh with UVs (its ``mesh.mtl`` points to ``texture.png``)
+``camera.json``            the photo's camera (:meth:`facerefiner.camera.Camera.to_json`)
+``report.json``            what was done: see :func:`write_face_folder`'s keys
+``render.png``             the texture rendered over the photo
+``views.png``              contact sheet (refine): photo, textures, render, turned views
+``visibility.png``         V, white = the texel shows the photo
+``occlusion.png``          the photo's pixels left out, white
+``texture_sampled.png``    I_S, RGBA (alpha = V) (refine)
+``texture_initial.png``    I_C, the completed content texture (refine)
+``albedo.png``             de-lit albedo (refine, when de-lit)
+``light.json``             the photo's light (refine, when de-lit)
+``mesh.mtl``               the OBJ's material
+``thumb.jpg``              the gallery's thumbnail (``OUT/index.html``)
+=========================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .errors import InputError
+from .io import save_json, save_png, to_uint8
+
+log = logging.getLogger(__name__)
+
+REPORT = "report.json"
+TEXTURE = "texture.png"
+MESH_GLB = "mesh.glb"
+MESH_OBJ = "mesh.obj"
+MESH_MTL = "mesh.mtl"
+CAMERA = "camera.json"
+RENDER = "render.png"
+VIEWS = "views.png"
+VISIBILITY = "visibility.png"
+OCCLUSION = "occlusion.png"
+SAMPLED = "texture_sampled.png"
+INITIAL = "texture_initial.png"
+ALBEDO = "albedo.png"
+LIGHT = "light.json"
+THUMB = "thumb.jpg"
+#: The files of a face folder, in the order the gallery links them.
+FILES = (TEXTURE, MESH_GLB, MESH_OBJ, REPORT, RENDER, VIEWS, SAMPLED, INITIAL, ALBEDO, LIGHT, CAMERA, VISIBILITY,
+         OCCLUSION, MESH_MTL, THUMB)
+
+__all__ = ["REPORT", "FILES", "is_face_folder", "face_folders", "read_report", "report_or_none", "write_report",
+           "write_face_folder", "write_refined_files", "versions", "settings_json"]
+
+
+# --- finding and reading ----------------------------------------------------------------------------
+
+def is_face_folder(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a finished face folder (it has a ``report.json``)."""
+    return (Path(path) / REPORT).is_file()
+
+
+def face_folders(root: str | os.PathLike, *, itself: bool = False) -> list[Path]:
+    """The face folders in ``root`` (its subfolders with a report.json, hidden ones, i.e.
+    temporary, excluded), sorted by name; with ``itself``, ``[root]`` when ``root`` is one."""
+    root = Path(root)
+    if itself and is_face_folder(root):
+        return [root]
+    try:
+        subs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    except OSError:
+        return []
+    return sorted((p for p in subs if is_face_folder(p)), key=lambda p: p.name)
+
+
+def read_report(folder: str | os.PathLike) -> dict[str, Any]:
+    """``folder/report.json`` as a dict.
+
+    Raises:
+        InputError: no such folder, no report.json, unreadable or not a JSON object (one line,
+            naming the path).
+    """
+    p = Path(folder) / REPORT
+    if not Path(folder).is_dir():
+        raise InputError(f"{folder}: no such folder")
+    if not p.exists():
+        raise InputError(f"{folder}: no {REPORT} (not a facerefiner output folder)")
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise InputError(f"{p}: unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    if not isinstance(d, dict):
+        raise InputError(f"{p}: unreadable (not a JSON object)")
+    return d
+
+
+def report_or_none(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """:func:`read_report`, or None when it is missing or unreadable."""
+    try:
+        return read_report(folder)
+    except InputError:
+        return None
+
+
+def write_report(folder: str | os.PathLike, report: dict[str, Any]) -> None:
+    """Write ``report`` as ``folder/report.json`` (temporary file + rename; NaN refused)."""
+    save_json(Path(folder) / REPORT, report, allow_nan=False)
+
+
+# --- writing ----------------------------------------------------------------------------------------
+
+def versions() -> dict[str, str]:
+    """The versions a report records: facerefiner, torch, mediapipe, numpy, Python."""
+    import mediapipe
+
+    return {"facerefiner": __version__, "torch": torch.__version__, "mediapipe": mediapipe.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def settings_json(cfg: Any) -> dict[str, Any]:
+    """A config dataclass (or dict) as JSON values (paths as strings, tuples as lists)."""
+    d = cfg if isinstance(cfg, dict) else asdict(cfg)
+    return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def write_face_folder(folder: Path, path: Path, rgb: np.ndarray, geo: Any, un: Any, layout: Any, cfg: Any,
+                      composite: np.ndarray, timings: dict[str, float], extra: dict[str, Any] | None = None,
+                      texture: torch.Tensor | None = None, occlusion: np.ndarray | None = None,
+                      material: torch.Tensor | None = None) -> None:
+    """Write the files every verb writes into ``folder`` (a temporary folder, renamed by the caller).
+
+    Args:
+        path: the photo (recorded as ``input``).
+        rgb: (H, W, 3) uint8 photo.
+        geo: its :class:`~facerefiner.reconstruct.FaceGeometry`; un: its
+            :class:`~facerefiner.unwrap.UnwrapResult`; layout: the head's UV layout.
+        cfg: the settings (a dataclass or dict, recorded under ``settings``; its ``head`` names the
+            head model, default :data:`facerefiner.heads.DEFAULT_HEAD`).
+        composite: (h, w, 3) uint8 ``render.png``.
+        timings: seconds per stage (``timings_s``).
+        extra: more report keys (merged last).
+        texture: (3, S, S) float in [0, 1], ``texture.png`` (default the sampled one).
+        occlusion: (H, W) bool, the photo's pixels left out (``occlusion.png``; none when absent).
+        material: (3, S, S) float in [0, 1], the albedo ``mesh.glb`` carries (default ``texture.png``).
+
+    The report's keys: input, image_size, face_box, head_pose_deg, uv_layout, the head model's
+    (:meth:`facerefiner.heads.HeadModel.report`: head, fit, weights), texture_size,
+    visible_fraction, cos_threshold, settings, timings_s, versions, then ``extra``'s.
+    """
+    from .export import glb_bytes, write_obj
+    from .heads import get_head
+
+    folder = Path(folder)
+    write_obj(folder / MESH_OBJ, geo.vertices, layout, texture_name=TEXTURE)
+    save_json(folder / CAMERA, geo.camera.to_json())
+    tex8 = to_uint8(un.texture if texture is None else texture)
+    save_png(folder / TEXTURE, tex8)
+    glb_tex = tex8 if material is None else to_uint8(material)
+    head = get_head(cfg.get("head") if isinstance(cfg, dict) else getattr(cfg, "head", None))
+    (folder / MESH_GLB).write_bytes(glb_bytes(geo.vertices, layout, glb_tex, morph=head.morph_targets(geo)))
+    save_png(folder / VISIBILITY, un.visibility.numpy().astype(np.uint8) * 255)
+    save_png(folder / OCCLUSION, (np.zeros(rgb.shape[:2], np.uint8) if occlusion is None
+                                  else np.asarray(occlusion, bool).astype(np.uint8) * 255))
+    save_png(folder / RENDER, composite)
+    report = {
+        "input": str(Path(path)),
+        "image_size": [int(rgb.shape[1]), int(rgb.shape[0])],
+        "face_box": [round(float(v), 2) for v in geo.box],
+        "head_pose_deg": {k: round(v, 2) for k, v in geo.pose().items()},
+        "uv_layout": layout.name,
+        **head.report(geo),
+        "texture_size": int(un.texture.shape[-1]),
+        "visible_fraction": float(un.visibility.float().mean()),
+        "cos_threshold": un.threshold,
+        "settings": settings_json(cfg),
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        "versions": versions(),
+    }
+    if extra:
+        report.update(extra)
+    save_json(folder / REPORT, report)
+
+
+def write_refined_files(folder: Path, *, sampled: torch.Tensor, visibility: torch.Tensor, initial: torch.Tensor,
+                        views: np.ndarray, albedo: torch.Tensor | None = None, light: Any = None) -> None:
+    """The files ``refine`` adds to :func:`write_face_folder`'s: ``texture_sampled.png`` (I_S, RGBA,
+    alpha = ``visibility``), ``texture_initial.png`` (I_C), ``views.png`` and, when de-lit,
+    ``albedo.png`` and ``light.json`` (``light``: a :class:`facerefiner.light.Light`).
+
+    Args:
+        sampled, initial, albedo: (3, S, S) float in [0, 1]; visibility: (S, S) bool;
+        views: (h, w, 3) uint8 contact sheet.
+    """
+    folder = Path(folder)
+    if albedo is not None:
+        save_png(folder / ALBEDO, to_uint8(albedo))
+        save_json(folder / LIGHT, light.to_json())
+    rgba = np.concatenate([to_uint8(sampled), visibility.numpy().astype(np.uint8)[..., None] * 255], axis=2)
+    save_png(folder / SAMPLED, rgba)
+    save_png(folder / INITIAL, to_uint8(initial))
+    save_png(folder / VIEWS, views)
