@@ -120,10 +120,11 @@ def test_stage_progress_and_names():
     for i in range(4):
         p.step({"scale": 64, "step": i, "steps": 4})
     p.stage("light")
-    p.stage("write")
+    p.stage("views")
     p.stage("export")
+    p.stage("write")
     fr = [f for f, _ in seen]
-    assert fr == sorted(fr) and fr[0] == 0.0 and seen[-2][1].startswith("writing")
+    assert fr == sorted(fr) and fr[0] == 0.0 and seen[-1][1].startswith("writing") and seen[-3][1].startswith("rendering")
     assert all(t != name for (_, t), name in zip(seen, ["load", "reconstruct", "occlusion"]))  # named stages
     assert fa.safe_stem("../../etc/pass wd.jpg") == "pass_wd" and fa.safe_stem("") == "photo"
     assert fa.clean_message("/tmp/x/abc.jpg: no face found\nmore", "/tmp/x/abc.jpg", "me.jpg") == "me.jpg: no face found"

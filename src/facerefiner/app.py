@@ -264,12 +264,13 @@ class StageProgress:
     the schedule's steps), writing the rest.
     """
 
-    _AT = {"load": 0.0, "reconstruct": 0.03, "occlusion": 0.07, "refine": 0.1, "light": 0.9, "write": 0.91,
-           "export": 0.93}
+    _AT = {"load": 0.0, "reconstruct": 0.03, "occlusion": 0.07, "refine": 0.1, "light": 0.9, "views": 0.91,
+           "export": 0.93, "write": 0.95}
     _TEXT = {"load": "loading the photo", "reconstruct": "finding the face",
              "occlusion": "finding what covers the face", "refine": "refining the texture",
              "light": "estimating the light, de-lighting the texture",
-             "write": "writing the mesh, texture and views", "export": "upsampling the texture"}
+             "views": "rendering the views", "write": "writing the mesh, texture and views",
+             "export": "upsampling the texture"}
 
     def __init__(self, report: Callable[[float, str], None], total_steps: int):
         self.report = report

@@ -195,18 +195,146 @@ def load_content(path: Path) -> torch.Tensor:
     return photo_to_tensor(load_image(path))
 
 
+@dataclass
+class FaceResult:
+    """One face processed by :func:`process_face`, in arrays (nothing written yet).
+
+    Attributes:
+        texture: (3, S', S') float32 in [0, 1], ``texture.png`` (S' = ``export_size`` or S).
+        sampled: (3, S, S) float32 I_S; visibility: (S, S) bool V; initial: (3, S, S) float32 I_C.
+        albedo: the :class:`facerefiner.light.AlbedoResult` when de-lit, else None.
+        unwrapped: the :class:`~facerefiner.unwrap.UnwrapResult` the refinement started from.
+        occlusion: (H, W) bool, the photo's pixels left out (None: none).
+        composite: (h, w, 3) uint8 ``render.png``; views: (h, w, 3) uint8 ``views.png``.
+        timings: seconds per stage; report: the report keys besides :func:`write_face_folder`'s;
+        notes: one-line notices for the user.
+    """
+
+    texture: torch.Tensor
+    sampled: torch.Tensor
+    visibility: torch.Tensor
+    initial: torch.Tensor
+    albedo: Any
+    unwrapped: UnwrapResult
+    occlusion: np.ndarray | None
+    composite: np.ndarray
+    views: np.ndarray
+    timings: dict[str, float]
+    report: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def process_face(rgb: np.ndarray, geo: FaceGeometry, layout: UVLayout, opts: RefineOptions, config: Any, *,
+                 mask: np.ndarray | None = None, content: torch.Tensor | None = None, extractor: tuple | None = None,
+                 prior: Any = None, source: str = "photo", on_stage: Callable[[str], None] | None = None,
+                 on_step: Callable[[dict], None] | None = None) -> FaceResult:
+    """One face of a photo, array in, arrays out: occlusion, refinement (de-lit unless
+    ``opts.delight`` is off), the head's parts, render, contact sheet and export size.
+
+    The path every caller of the refinement shares (``facerefiner refine``, the web app through
+    :func:`refine_photo`); :func:`refine_photo` adds loading, detection and writing.
+
+    Args:
+        rgb: (H, W, 3) uint8 RGB photo.
+        geo: the face's :class:`FaceGeometry` (of ``opts.head``'s model); layout: that head's layout.
+        opts: the run's settings; config: the optimisation's :class:`facerefiner.refine.RefineConfig`.
+        mask: (H, W) bool, the user's untrusted pixels (``--mask``), added to what ``opts.occlusion`` finds.
+        content: (3, h, w) float in [0, 1], the user's own I_C (``opts.content`` loaded).
+        extractor: a loaded feature extractor; prior: a loaded :class:`facerefiner.prior.TexturePrior`.
+        source: the photo's name for messages.
+
+    Raises:
+        FaceRefinerError: a one-line user-facing reason (e.g. the mask hides the whole face).
+    """
+    from dataclasses import replace
+
+    from .refine import NO_LIGHT, config_dict, refine, upscale_texture
+    from .views import contact_sheet
+
+    stage = on_stage or (lambda s: None)
+    notes: list[str] = []
+    stage("occlusion")
+    to = time.perf_counter()
+    face_m, occ_report = face_mask(rgb, geo, layout, mask, opts.occlusion)
+    t_occ = time.perf_counter() - to
+    stage("refine")
+    try:
+        r = refine(rgb, geo, config=config, content=content, mask=face_m, extractor=extractor, layout=layout,
+                   device=opts.device, on_step=on_step, prior=prior, delight=opts.delight, source=source)
+    except NothingVisibleError as e:  # name the file that hid everything
+        raise NothingVisibleError(f"{opts.mask or source}: {e}") from None
+    albedo, light_skip = r.albedo, (r.extra.get("light") or {}).get("skipped")
+    if (r.extra.get("light") or {}).get("error"):
+        notes.append(str(light_skip))
+    if opts.delight and content is not None:
+        # a user's own I_C is lit: the refinement stays on the lit texture and the albedo
+        # is the de-lit photo completed without refinement
+        stage("light")
+        tl = time.perf_counter()
+        from .light import albedo_texture
+
+        try:
+            albedo = albedo_texture(rgb, r.unwrapped, geo, layout, detail=config.detail, seed=config.seed,
+                                    prior=prior, source=source)
+        except InputError as e:  # a nearly black face: the texture is still written, without albedo
+            light_skip = str(e)
+            notes.append(str(e))
+        r.timings["light"] = time.perf_counter() - tl
+    head = get_head(opts.head)
+    cols = head.part_colours()
+    if cols:  # teeth, gums, eyeballs: their own colour where the photo does not show them
+        from .complete import fill_parts
+
+        r.texture = fill_parts(r.texture, r.visibility, layout, cols)
+        r.initial = fill_parts(r.initial, r.visibility, layout, cols)
+        if albedo is not None:
+            albedo = replace(albedo, albedo=fill_parts(albedo.albedo, r.visibility, layout, cols))
+    stage("views")
+    ta = time.perf_counter()
+    comp = render_over_photo(rgb, r.texture, geo, layout)
+    sheet = contact_sheet(rgb, r.sampled, r.initial, r.texture, comp, geo, layout,
+                          occlusion=face_m if face_m is not None else np.zeros(rgb.shape[:2], bool),
+                          yaws=head.sheet_yaws)
+    if albedo is not None:
+        from .views import relit_row
+
+        sheet = np.concatenate([sheet, relit_row(albedo.albedo, albedo.normals, geo, layout, sheet.shape[1])])
+    timings = {"occlusion": t_occ, **r.timings, "views": time.perf_counter() - ta}
+    report = {"occlusion": occ_report,
+              "refine": {"config": config_dict(config), "features": r.features, "device": r.device,
+                         "loss_history": r.history,
+                         "content": str(opts.content) if opts.content else "facerefiner.complete"},
+              "synthesis": r.extra.get("synthesis", {}),
+              "light": (albedo.report() if albedo is not None else
+                        {"skipped": "--no-delight" if not opts.delight else light_skip or NO_LIGHT})}
+    if r.extra.get("synthesis", {}).get("notice"):
+        notes.append(r.extra["synthesis"]["notice"])
+    out_tex = r.texture
+    if opts.export_size and opts.export_size != r.texture.shape[-1]:
+        stage("export")
+        te = time.perf_counter()
+        out_tex = upscale_texture(rgb, geo, r.texture, opts.export_size, layout=layout, mask=face_m)
+        if albedo is not None:  # the albedo at the same size (upsampled: it has no photo texels to re-sample)
+            up = torch.nn.functional.interpolate(albedo.albedo[None].float(), size=(opts.export_size,) * 2,
+                                                 mode="bicubic", align_corners=False)[0].clamp(0, 1)
+            albedo = replace(albedo, albedo=up)
+        timings["export"] = time.perf_counter() - te
+        report["export_size"] = int(opts.export_size)
+    return FaceResult(texture=out_tex, sampled=r.sampled, visibility=r.visibility, initial=r.initial, albedo=albedo,
+                      unwrapped=r.unwrapped, occlusion=face_m, composite=comp, views=sheet, timings=timings,
+                      report=report, notes=notes)
+
+
 def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *, layout: UVLayout | None = None,
                  detector: FaceMeshDetector | None = None, extractor: tuple | None = None,
                  prior: Any = None, on_stage: Callable[[str], None] | None = None,
                  on_step: Callable[[dict], None] | None = None) -> PhotoResult:
     """Reconstruct, unwrap, complete and refine one photo; write each face's folder under ``out_root``.
 
+    Loading, detection and writing around :func:`process_face` (one call per face).
     ``prior``: a loaded :class:`facerefiner.prior.TexturePrior` (default: ``opts.prior`` is read).
     User errors are caught and returned in :attr:`PhotoResult.error` (one line).
     """
-    from .refine import NO_LIGHT, config_dict, refine, upscale_texture
-    from .views import contact_sheet
-
     res = PhotoResult(path=Path(path))
     try:
         layout = layout or get_head(opts.head).layout(opts.uv_layout)
@@ -220,86 +348,20 @@ def refine_photo(path: Path, out_root: Path, opts: RefineOptions, config: Any, *
         t_load = t2 - t0
         names = face_folder_names(Path(path).stem, len(geos), opts.all_faces)
         for k, (name, geo) in enumerate(zip(names, geos)):
-            stage("occlusion")
-            to = time.perf_counter()
-            face_m, occ_report = face_mask(rgb, geo, layout, mask, opts.occlusion)
-            t_occ = time.perf_counter() - to
-            stage("refine")
-            try:
-                r = refine(rgb, geo, config=config, content=content, mask=face_m, extractor=extractor, layout=layout,
-                           device=opts.device, on_step=on_step, prior=prior, delight=opts.delight, source=str(path))
-            except NothingVisibleError as e:  # name the file that hid everything
-                raise NothingVisibleError(f"{opts.mask or path}: {e}") from None
-            albedo, light_skip = r.albedo, (r.extra.get("light") or {}).get("skipped")
-            if (r.extra.get("light") or {}).get("error"):
-                res.notes.append(f"{name}: {light_skip}")
-            if opts.delight and content is not None:
-                # a user's own I_C is lit: the refinement stays on the lit texture and the albedo
-                # is the de-lit photo completed without refinement
-                stage("light")
-                tl = time.perf_counter()
-                from .light import albedo_texture
-
-                try:
-                    albedo = albedo_texture(rgb, r.unwrapped, geo, layout, detail=config.detail, seed=config.seed,
-                                            prior=prior, source=str(path))
-                except InputError as e:  # a nearly black face: the texture is still written, without albedo
-                    light_skip = str(e)
-                    res.notes.append(f"{name}: {e}")
-                r.timings["light"] = time.perf_counter() - tl
-            head = get_head(opts.head)
-            if head.part_colours():  # teeth, gums, eyeballs: their own colour where the photo does not show them
-                from dataclasses import replace
-
-                from .complete import fill_parts
-
-                cols = head.part_colours()
-                r.texture = fill_parts(r.texture, r.visibility, layout, cols)
-                r.initial = fill_parts(r.initial, r.visibility, layout, cols)
-                if albedo is not None:
-                    albedo = replace(albedo, albedo=fill_parts(albedo.albedo, r.visibility, layout, cols))
+            f = process_face(rgb, geo, layout, opts, config, mask=mask, content=content, extractor=extractor,
+                             prior=prior, source=str(path), on_stage=stage, on_step=on_step)
+            res.notes.extend(f"{name}: {n}" for n in f.notes)
+            timings = {"load_and_detect": t_load, **f.timings}
+            extra = {"face_index": k, "photo_faces": len(geos), "faces_in_photo": res.faces_in_photo, **f.report}
             stage("write")
-            ta = time.perf_counter()
-            comp = render_over_photo(rgb, r.texture, geo, layout)
-            sheet = contact_sheet(rgb, r.sampled, r.initial, r.texture, comp, geo, layout,
-                                  occlusion=face_m if face_m is not None else np.zeros(rgb.shape[:2], bool),
-                                  yaws=head.sheet_yaws)
-            if albedo is not None:
-                from .views import relit_row
-
-                sheet = np.concatenate([sheet, relit_row(albedo.albedo, albedo.normals, geo, layout, sheet.shape[1])])
-            timings = {"load_and_detect": t_load, "occlusion": t_occ, **r.timings, "views": time.perf_counter() - ta}
-            extra = {"face_index": k, "photo_faces": len(geos), "faces_in_photo": res.faces_in_photo,
-                     "occlusion": occ_report,
-                     "refine": {"config": config_dict(config), "features": r.features, "device": r.device,
-                                "loss_history": r.history,
-                                "content": str(opts.content) if opts.content else "facerefiner.complete"},
-                     "synthesis": r.extra.get("synthesis", {}),
-                     "light": (albedo.report() if albedo is not None else
-                               {"skipped": "--no-delight" if not opts.delight else light_skip or NO_LIGHT})}
-            if r.extra.get("synthesis", {}).get("notice"):
-                res.notes.append(f"{name}: {r.extra['synthesis']['notice']}")
-            out_tex = r.texture
-            if opts.export_size and opts.export_size != r.texture.shape[-1]:
-                stage("export")
-                te = time.perf_counter()
-                out_tex = upscale_texture(rgb, geo, r.texture, opts.export_size, layout=layout, mask=face_m)
-                if albedo is not None:  # the albedo at the same size (upsampled: it has no photo texels to re-sample)
-                    from dataclasses import replace
-
-                    up = torch.nn.functional.interpolate(albedo.albedo[None].float(), size=(opts.export_size,) * 2,
-                                                         mode="bicubic", align_corners=False)[0].clamp(0, 1)
-                    albedo = replace(albedo, albedo=up)
-                timings["export"] = time.perf_counter() - te
-                extra["export_size"] = int(opts.export_size)
             with atomic_dir(Path(out_root) / name) as tmp:
-                write_face_folder(tmp, path, rgb, geo, r.unwrapped, layout, opts, comp, timings, extra,
-                                  texture=out_tex, occlusion=face_m,
-                                  material=None if albedo is None else albedo.albedo)
-                write_refined_files(tmp, sampled=r.sampled, visibility=r.visibility, initial=r.initial, views=sheet,
-                                    albedo=None if albedo is None else albedo.albedo,
-                                    light=None if albedo is None else albedo.light)
-            res.faces.append(FaceOutput(folder=Path(out_root) / name, geometry=geo, unwrapped=r.unwrapped,
+                write_face_folder(tmp, path, rgb, geo, f.unwrapped, layout, opts, f.composite, timings, extra,
+                                  texture=f.texture, occlusion=f.occlusion,
+                                  material=None if f.albedo is None else f.albedo.albedo)
+                write_refined_files(tmp, sampled=f.sampled, visibility=f.visibility, initial=f.initial,
+                                    views=f.views, albedo=None if f.albedo is None else f.albedo.albedo,
+                                    light=None if f.albedo is None else f.albedo.light)
+            res.faces.append(FaceOutput(folder=Path(out_root) / name, geometry=geo, unwrapped=f.unwrapped,
                                         timings=timings))
     except FaceRefinerError as e:
         res.error = str(e)

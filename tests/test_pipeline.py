@@ -1,0 +1,38 @@
+"""The per-face path (facerefiner.pipeline.process_face) and the per-photo wrapper that writes it."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from facerefiner.features import get_extractor
+from facerefiner.io import load_image, to_uint8
+from facerefiner.layout import default_layout
+from facerefiner.pipeline import RefineOptions, process_face, refine_photo
+from facerefiner.reconstruct import reconstruct
+from facerefiner.refine import preset
+
+from conftest import FACES, need
+
+
+def test_process_face_is_what_refine_photo_writes(tmp_path, detector):
+    """process_face on arrays (no files) gives the texture, sampled texture, V, views and report
+    keys; refine_photo (load, detect, process_face, write) writes exactly that texture."""
+    from PIL import Image
+
+    path = need(FACES / "ffhq_00128.png")
+    rgb = load_image(path)
+    geo = reconstruct(rgb, detector=detector)
+    layout = default_layout()
+    cfg = preset("quick", steps=(3,), size=64, seed=5)
+    opts = RefineOptions(size=64, device="cpu", occlusion="off", delight=False)
+    ext = get_extractor("patches")
+    f = process_face(rgb, geo, layout, opts, cfg, extractor=ext, source=str(path))
+    assert f.texture.shape == (3, 64, 64) and f.sampled.shape == (3, 64, 64) and f.visibility.dtype == torch.bool
+    assert f.views.dtype == np.uint8 and f.views.ndim == 3 and f.composite.shape[2] == 3
+    assert {"occlusion", "refine", "synthesis", "light"} <= set(f.report) and f.report["light"]["skipped"] == "--no-delight"
+    assert not list(tmp_path.iterdir())  # nothing written
+    res = refine_photo(path, tmp_path / "out", opts, cfg, layout=layout, detector=detector, extractor=ext)
+    assert res.ok, res.error
+    written = np.asarray(Image.open(tmp_path / "out" / "ffhq_00128" / "texture.png"))
+    assert np.array_equal(written, to_uint8(f.texture))
