@@ -521,6 +521,22 @@ def test_cli_refine_usage_errors(tmp_path, ffhq_photo):
     if not torch.cuda.is_available():
         r = run("--device", "cuda")
         assert r.exit_code == 1 and "cuda" in r.output.lower()
+    for bad in ("nosuchfield=1", "lr", "lr=fast", "features=resnet"):
+        r = run("--set", bad)
+        assert r.exit_code == 1 and "--set" in r.output and "Traceback" not in r.output, (bad, r.output)
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_refine_set_reaches_every_config_field(tmp_path, ffhq_photo):
+    """--set FIELD=VALUE over the preset and the options: the resolved config in report.json has it."""
+    r = CliRunner().invoke(app, ["refine", str(ffhq_photo), "-o", str(tmp_path / "o"), "--preset", "quick",
+                                 "--features", "patches", "--size", "64", "--steps", "3", "--passes", "1",
+                                 "--no-delight", "--occlusion", "off",
+                                 "--set", "lr=0.2", "--set", "optimizer=adam", "--set", "keep_visible=false",
+                                 "--set", "crop=none", "--set", "steps=2,2"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    c = json.loads((tmp_path / "o" / "ffhq_00128" / "report.json").read_text())["refine"]["config"]
+    assert (c["lr"], c["optimizer"], c["keep_visible"], c["crop"], c["steps"], c["size"]) == (0.2, "adam", False, None, [2, 2], 64)
 
 
 def test_cli_refine_offline_without_weights_falls_back_to_patches_and_says_so(tmp_path, monkeypatch):

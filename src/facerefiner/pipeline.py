@@ -47,7 +47,7 @@ class UnwrapConfig:
     mask: Path | None = None
     """An image the size of the photo whose white pixels are not to be trusted (hand, glasses, hair)."""
     occlusion: str = "auto"
-    """auto: find hands, hair, glasses, background and highlights in front of the face and leave them out (added to --mask); off: trust every pixel --mask does not hide."""
+    """auto: find hands, hair, glasses, background and highlights in front of the face and leave them out (added to --mask; occlusion.png shows them); off: trust every pixel --mask does not hide."""
 
 
 @dataclass
@@ -182,7 +182,7 @@ class RefineOptions(UnwrapConfig):
     device: str = "auto"
     """cpu, cuda or auto."""
     prior: Path | None = None
-    """A face-texture prior (``facerefiner prior build``) for hidden eyes, brows, lips and nose."""
+    """A face-texture prior (``facerefiner prior build``): hidden eyes, brows, lips and nose that the mirror cannot fill get its structure; without one they are filled as skin."""
     delight: bool = True
     """Estimate the photo's light and refine in albedo space (the photo's texels de-lit, completed and refined, the rendering term lit by that light); write albedo.png and light.json, and texture.png as the photo's texels plus the albedo under the photo's light; mesh.glb then carries the albedo."""
     export_size: int | None = None

@@ -7,11 +7,26 @@ from typing import List, Optional
 
 import typer
 
+from ..configdoc import field_help, settable_fields
 from ..pipeline import RefineOptions, expand_inputs, load_content, refine_photo
+from ..refine import PRESETS, RefineConfig
 from .common import err, finish, run_photos, usage_error
 from .main import app
 
 _PRESETS = "paper, default, quick"
+
+
+def _opt(name: str) -> str:
+    return field_help(RefineOptions, name)
+
+
+def _cfg(name: str) -> str:
+    """A RefineConfig field's doc, with the paper preset's value."""
+    return f"{field_help(RefineConfig, name)} (paper: {format_value(getattr(PRESETS['paper'], name))})"
+
+
+def format_value(v) -> str:
+    return ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
 
 
 @app.command("refine")
@@ -20,26 +35,27 @@ def refine_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder; each face gets OUT/<photo stem>/."),
     preset: str = typer.Option("default", "--preset", help=f"Schedule: {_PRESETS} (paper = the authors' 2 scales x 150 steps x 5 passes)."),
     size: Optional[int] = typer.Option(None, "--size", help="Texture size S (default: the preset's, 512 except quick)."),
-    content: Optional[Path] = typer.Option(None, "--content", help="Your own content texture I_C in this project's UV layout (resampled to S)."),
-    mask: Optional[Path] = typer.Option(None, "--mask", help="Image the size of the photo; white pixels are not trusted (hand, glasses, hair)."),
-    occlusion: str = typer.Option("auto", "--occlusion", help="auto: find hands, hair, glasses, background and highlights in front of the face and leave them out (added to --mask; occlusion.png shows them); off: trust every pixel --mask does not hide."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
-    steps: Optional[str] = typer.Option(None, "--steps", help="Steps per scale, coarse to fine, comma-separated (e.g. 60,20: two scales, S/2 then S)."),
-    passes: Optional[int] = typer.Option(None, "--passes", help="Outer passes (content weight / 1.1, rendering weight x 1.1 each)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (same seed, photo and machine -> same texture)."),
-    content_weight: Optional[float] = typer.Option(None, "--content-weight", help="Weight of the content term (paper: 8.0)."),
-    style_weight: Optional[float] = typer.Option(None, "--style-weight", help="Weight of the style term (paper: 1.7)."),
-    render_weight: Optional[float] = typer.Option(None, "--render-weight", help="Weight of the rendering term (paper: 20)."),
-    features: Optional[str] = typer.Option(None, "--features", help="vgg16, patches or auto (vgg16 when weights resolve)."),
+    content: Optional[Path] = typer.Option(None, "--content", help=_opt("content")),
+    mask: Optional[Path] = typer.Option(None, "--mask", help=_opt("mask")),
+    occlusion: str = typer.Option("auto", "--occlusion", help=_opt("occlusion")),
+    device: str = typer.Option("auto", "--device", help=_opt("device")),
+    steps: Optional[str] = typer.Option(None, "--steps", help=_cfg("steps")),
+    passes: Optional[int] = typer.Option(None, "--passes", help=_cfg("passes")),
+    seed: Optional[int] = typer.Option(None, "--seed", help=_cfg("seed")),
+    content_weight: Optional[float] = typer.Option(None, "--content-weight", help=_cfg("content_weight")),
+    style_weight: Optional[float] = typer.Option(None, "--style-weight", help=_cfg("style_weight")),
+    render_weight: Optional[float] = typer.Option(None, "--render-weight", help=_cfg("render_weight")),
+    features: Optional[str] = typer.Option(None, "--features", help=_cfg("features")),
     vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", help="VGG16 weights file (torchvision's vgg16-397923af.pth or Caffe-convention conv weights)."),
     vgg_format: str = typer.Option("auto", "--vgg-format", help="auto, torchvision or caffe: the input convention of --vgg-weights."),
-    all_faces: bool = typer.Option(False, "--all-faces", help="Every face of a photo into its own folder (<stem>_face0, ...)."),
-    min_face: float = typer.Option(64.0, "--min-face", help="Ignore faces smaller than this many pixels across."),
-    head: str = typer.Option(RefineOptions.head, "--head", help="Head model: mediapipe (the 468-vertex face mask) or ict (ICT-FaceKit's whole head: ears, neck, scalp, eyes and teeth, with 53 ARKit blendshapes in mesh.glb)."),
-    uv_layout: Optional[Path] = typer.Option(None, "--uv-layout", help="OBJ with UVs for MediaPipe's 468-vertex topology."),
-    prior: Optional[Path] = typer.Option(None, "--prior", help="A face-texture prior (facerefiner prior build): hidden eyes, brows, lips and nose that the mirror cannot fill get its structure; without one they are filled as skin."),
+    all_faces: bool = typer.Option(False, "--all-faces", help=_opt("all_faces")),
+    min_face: float = typer.Option(64.0, "--min-face", help=_opt("min_face")),
+    head: str = typer.Option(RefineOptions.head, "--head", help=_opt("head")),
+    uv_layout: Optional[Path] = typer.Option(None, "--uv-layout", help=_opt("uv_layout")),
+    prior: Optional[Path] = typer.Option(None, "--prior", help=_opt("prior")),
     no_delight: bool = typer.Option(False, "--no-delight", help="Skip the light estimation: no albedo.png or light.json, and mesh.glb carries texture.png (lit as in the photo)."),
-    export_size: Optional[int] = typer.Option(None, "--export-size", help="Write texture.png (and mesh.glb's texture) at this size, e.g. 1024 or 2048: the refined texture upsampled, with the photo's own detail where it shows the face."),
+    export_size: Optional[int] = typer.Option(None, "--export-size", help=_opt("export_size")),
+    settings: Optional[List[str]] = typer.Option(None, "--set", help=f"FIELD=VALUE: any field of the refinement's config, over the preset and the options above (repeatable; e.g. --set lr=0.2 --set crop=128; none for an optional field); fields: {settable_fields(RefineConfig)}. report.json records the resolved config."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo photos whose folders in OUT are already complete (default: skip them, so a rerun resumes)."),
 ) -> None:
     """Refine: a complete, high-fidelity UV texture from one photo (FaceRefiner).
@@ -51,7 +67,7 @@ def refine_cmd(
     from ..features import get_extractor
     from ..io import check_writable_dir, ensure_writable_dir
     from ..heads import get_head
-    from ..refine import PRESETS, preset as make_preset, resolve_device
+    from ..refine import preset as make_preset, resolve_device
     from ..resources import check_memory, refine_memory_mb, refine_sizes
 
     if preset not in PRESETS:
@@ -81,6 +97,15 @@ def refine_cmd(
                           render_weight=render_weight, features=features, steps=steps_t, passes=passes)
     except ValueError as e:
         usage_error(f"{e} (check --size, --steps, --passes and --preset)")
+    if settings:
+        from ..refine import apply_overrides
+
+        try:
+            cfg = apply_overrides(cfg, settings)
+        except ValueError as e:
+            usage_error(f"--set {e}")
+        if cfg.features not in ("vgg16", "patches", "auto"):
+            usage_error(f"--set features must be vgg16, patches or auto, got {cfg.features!r}")
     if export_size is not None and not cfg.size <= export_size <= 4096:
         usage_error(f"--export-size must be between the texture size {cfg.size} and 4096, got {export_size}")
     opts = RefineOptions(size=cfg.size, all_faces=all_faces, min_face=min_face, head=head, uv_layout=uv_layout, mask=mask, occlusion=occlusion,

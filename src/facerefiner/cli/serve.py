@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
+from ..configdoc import field_help
 from ..pipeline import RefineOptions
 from .common import EXIT_USAGE, err, usage_error
 from .main import app
@@ -25,7 +26,7 @@ def serve_cmd(
     vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", help="VGG16 weights file (torchvision's vgg16-397923af.pth or Caffe-convention conv weights)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     max_upload_mb: float = typer.Option(20, "--max-upload-mb", help="Largest upload accepted, in MB."),
-    head: str = typer.Option(RefineOptions.head, "--head", help="Head model of every run: mediapipe (the 468-vertex face mask) or ict (ICT-FaceKit's whole head, with 53 ARKit blendshapes in mesh.glb)."),
+    head: str = typer.Option(RefineOptions.head, "--head", help=f"{field_help(RefineOptions, 'head')} Every run of the app uses it."),
     prior: Optional[Path] = typer.Option(None, "--prior", help="Face-texture prior (facerefiner prior build): structure for eyes, brows and lips a photo hides on both sides."),
 ) -> None:
     """Serve: a local web app: drop a photo, get the refined texture, a 3D view and a zip.

@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from ..configdoc import field_help
 from ..pipeline import UnwrapConfig, expand_inputs, unwrap_photo
 from .common import finish, run_photos, usage_error
 from .main import app
@@ -18,13 +19,13 @@ _D = UnwrapConfig()
 def unwrap_cmd(
     photos: List[str] = typer.Argument(..., help="Photos, folders of photos or glob patterns."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder; each face gets OUT/<photo stem>/."),
-    size: int = typer.Option(_D.size, "--size", help="Texture size S (S x S texels)."),
-    all_faces: bool = typer.Option(_D.all_faces, "--all-faces", help="Every face of a photo into its own folder (<stem>_face0, ...); default: the largest face."),
-    min_face: float = typer.Option(_D.min_face, "--min-face", help="Ignore faces smaller than this many pixels across."),
-    head: str = typer.Option(UnwrapConfig.head, "--head", help="Head model: mediapipe (the 468-vertex face mask) or ict (ICT-FaceKit's whole head: ears, neck, scalp, eyes and teeth, with 53 ARKit blendshapes in mesh.glb)."),
-    uv_layout: Optional[Path] = typer.Option(None, "--uv-layout", help="OBJ with UVs for MediaPipe's 468-vertex topology (e.g. canonical_face_model.obj)."),
-    mask: Optional[Path] = typer.Option(None, "--mask", help="Image the size of the photo; white pixels are not trusted (hand, glasses, hair)."),
-    occlusion: str = typer.Option("auto", "--occlusion", help="auto: find hands, hair, glasses, background and highlights in front of the face and leave them out (added to --mask; occlusion.png shows them); off: trust every pixel --mask does not hide."),
+    size: int = typer.Option(_D.size, "--size", help=field_help(UnwrapConfig, "size")),
+    all_faces: bool = typer.Option(_D.all_faces, "--all-faces", help=field_help(UnwrapConfig, "all_faces")),
+    min_face: float = typer.Option(_D.min_face, "--min-face", help=field_help(UnwrapConfig, "min_face")),
+    head: str = typer.Option(UnwrapConfig.head, "--head", help=field_help(UnwrapConfig, "head")),
+    uv_layout: Optional[Path] = typer.Option(None, "--uv-layout", help=field_help(UnwrapConfig, "uv_layout")),
+    mask: Optional[Path] = typer.Option(None, "--mask", help=field_help(UnwrapConfig, "mask")),
+    occlusion: str = typer.Option("auto", "--occlusion", help=field_help(UnwrapConfig, "occlusion")),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo photos whose folders in OUT are already complete (default: skip them, so a rerun resumes)."),
 ) -> None:
     """Reconstruct the face mesh and camera, unwrap the photo into UV space and render it back.
