@@ -202,3 +202,56 @@ def test_extend_outside_keeps_the_edge_colour_then_fades_smoothly():
     assert np.allclose(const, 0.3)
     # the dtype is kept (float32 textures stay float32)
     assert extend_outside(np.zeros((S, S, 3), np.float32), valid).dtype == np.float32
+
+
+def test_seam_links_join_the_atlas_charts_of_the_skin_and_the_fill_crosses_them():
+    """On the ICT head's atlas, the seam links make every skin texel one neighbourhood (the back
+    of the head, the neck and the scalp are charts of their own in UV space), and a constant
+    colour on the face chart fills every skin texel with that colour (before: a chart without a
+    visible texel came out grey); a hand-made two-chart layout links the texels along the seam."""
+    import scipy.sparse as sp
+    import scipy.sparse.csgraph as cg
+
+    from facerefiner.complete import complete, part_map, seam_links
+    from facerefiner.heads import get_head
+    from facerefiner.layout import UVLayout
+
+    lay = get_head("ict").layout(None)
+    S = 128
+    valid = uv_raster(lay, S).valid.numpy()
+    skin = valid & (part_map(lay, S) <= 1)
+    links = seam_links(lay, S)
+    assert len(links[0]) > 0 and skin[links[0], links[1]].any()
+    idx = -np.ones((S, S), np.int64)
+    idx[valid] = np.arange(valid.sum())
+    r, c = [idx[links[0], links[1]]], [idx[links[2], links[3]]]
+    for dy, dx in ((0, 1), (1, 0)):
+        ys, xs = np.nonzero(valid[: S - dy, : S - dx] & valid[dy:, dx:])
+        r.append(idx[ys, xs])
+        c.append(idx[ys + dy, xs + dx])
+    r, c = np.concatenate(r), np.concatenate(c)
+    _, lab = cg.connected_components(sp.coo_matrix((np.ones(len(r)), (r, c)), shape=(idx.max() + 1,) * 2), directed=False)
+    assert len(np.unique(lab[idx[skin]])) == 1  # one piece of skin
+
+    vis = torch.zeros(S, S, dtype=torch.bool)
+    ys, xs = np.nonzero(skin)
+    centre = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
+    vis[max(0, ys[centre] - 8): ys[centre] + 8, max(0, xs[centre] - 8): xs[centre] + 8] = True
+    vis &= torch.from_numpy(skin)
+    colour = torch.tensor([0.8, 0.5, 0.3])
+    tex = colour[:, None, None].expand(3, S, S).clone()
+    out = complete(tex * vis, vis, lay)
+    assert float((out[:, torch.from_numpy(skin)] - colour[:, None]).abs().max()) < 0.02
+
+    # two unit squares side by side in 3D, their charts apart in UV: the shared edge is a seam
+    uv = np.array([[0.05, 0.05], [0.45, 0.05], [0.45, 0.45], [0.05, 0.45],     # chart A
+                   [0.55, 0.55], [0.95, 0.55], [0.95, 0.95], [0.55, 0.95]])    # chart B
+    faces = np.array([[0, 1, 2], [0, 2, 3], [4, 5, 6], [4, 6, 7]])
+    weld = np.array([0, 1, 2, 3, 1, 8, 9, 2])  # B's left edge (4, 7) is A's right edge (1, 2)
+    two = UVLayout(uv=uv, faces=faces, mirror=None, symmetric=False, closed_eyes=True, name="two", weld=weld)
+    ys, xs, yt, xt = seam_links(two, 64)
+    assert len(ys) >= 20
+    # one end on A's right edge (x ~ 0.45 * 64), the other on B's left edge (x ~ 0.55 * 64), same height order
+    a_x, b_x = np.where(xs < 32, xs, xt), np.where(xs < 32, xt, xs)
+    assert (np.abs(a_x - 0.45 * 64 + 0.5) <= 1.5).all() and (np.abs(b_x - 0.55 * 64 + 0.5) <= 1.5).all()
+    assert np.corrcoef(np.where(xs < 32, ys, yt), np.where(xs < 32, yt, ys))[0, 1] > 0.99

@@ -15,6 +15,7 @@ outward, so bilinear lookups at the layout's edge do not bleed black.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import numpy as np
@@ -62,8 +63,60 @@ def _laplace_system(unknown: np.ndarray, valid: np.ndarray):
     return idx, n, pairs
 
 
+def seam_links(layout: UVLayout, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Texel pairs that are neighbours on the surface across the layout's UV seams.
+
+    A seam edge is a mesh edge whose two triangles put it in two places of the atlas (its
+    vertices are copies of the same model vertices, :attr:`UVLayout.weld`). Both copies are
+    walked in step (about two samples per texel of the longer one) and each pair of texels they
+    fall in is linked, so that a fill diffuses across the seam as across any other neighbour:
+    a chart the photo does not show (the back of the head, the neck) is filled from the charts
+    it joins on the head, not left to itself.
+
+    Returns:
+        ``(ys, xs, yt, xt)``: (n,) int64 texel rows and columns of each linked pair, both ends in
+        the layout; empty when the layout has no seams (``weld`` is None).
+    """
+    return _seam_links(layout, int(size))
+
+
+@functools.lru_cache(maxsize=16)
+def _seam_links(layout: UVLayout, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    empty = (np.zeros(0, np.int64),) * 4
+    if layout.weld is None:
+        return empty
+    weld = np.asarray(layout.weld)
+    f = np.asarray(layout.faces)
+    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])      # (3F, 2) layout vertex ids
+    w = weld[e]
+    flip = w[:, 0] > w[:, 1]                                            # orient by the model ids
+    e = np.where(flip[:, None], e[:, ::-1], e)
+    w = np.sort(w, axis=1)
+    e = np.unique(np.concatenate([w, e], 1), axis=0)                   # distinct (model edge, copy) rows
+    order = np.lexsort((e[:, 3], e[:, 2], e[:, 1], e[:, 0]))
+    e = e[order]
+    same = (e[1:, 0] == e[:-1, 0]) & (e[1:, 1] == e[:-1, 1])
+    i = np.nonzero(same & ((e[1:, 2] != e[:-1, 2]) | (e[1:, 3] != e[:-1, 3])))[0]
+    if len(i) == 0:
+        return empty
+    uv = np.asarray(layout.uv, np.float64) * size - 0.5                 # texel centres at integers
+    a0, a1 = uv[e[i, 2]], uv[e[i, 3]]
+    b0, b1 = uv[e[i + 1, 2]], uv[e[i + 1, 3]]
+    n = np.ceil(2 * np.maximum(np.linalg.norm(a1 - a0, axis=1), np.linalg.norm(b1 - b0, axis=1))).astype(np.int64) + 1
+    edge = np.repeat(np.arange(len(i)), n)
+    t = (np.arange(len(edge)) - np.repeat(np.cumsum(n) - n, n)) / np.maximum(np.repeat(n, n) - 1, 1)
+    pa = np.rint(a0[edge] + t[:, None] * (a1 - a0)[edge]).astype(np.int64).clip(0, size - 1)
+    pb = np.rint(b0[edge] + t[:, None] * (b1 - b0)[edge]).astype(np.int64).clip(0, size - 1)
+    valid = uv_raster(layout, size).valid.cpu().numpy()
+    pairs = np.stack([pa[:, 1], pa[:, 0], pb[:, 1], pb[:, 0]], 1)      # (y, x) of both ends
+    keep = valid[pairs[:, 0], pairs[:, 1]] & valid[pairs[:, 2], pairs[:, 3]]
+    keep &= (np.abs(pairs[:, 0] - pairs[:, 2]) + np.abs(pairs[:, 1] - pairs[:, 3])) > 1  # not already neighbours
+    pairs = np.unique(pairs[keep], axis=0)
+    return tuple(np.ascontiguousarray(pairs[:, k]) for k in range(4))
+
+
 def poisson_fill(target: np.ndarray, known: np.ndarray, valid: np.ndarray, guide: np.ndarray,
-                 use_guide: np.ndarray) -> np.ndarray:
+                 use_guide: np.ndarray, links: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
     """Solve for the texels ``valid & ~known``.
 
     Args:
@@ -74,6 +127,8 @@ def poisson_fill(target: np.ndarray, known: np.ndarray, valid: np.ndarray, guide
         use_guide: (H, W) bool texels whose gradients come from ``guide``; elsewhere zero gradients.
             Or (H, W) int labels (0 = none): an edge takes the guide's gradient only when both ends
             carry the same label, so two guides meeting (the mirror image, a prior) leave no step.
+        links: optional ``(ys, xs, yt, xt)`` more neighbour pairs (:func:`seam_links`: across the
+            atlas's seams), with zero gradient.
 
     Returns:
         (H, W, C) float64 with the unknown texels filled.
@@ -87,11 +142,12 @@ def poisson_fill(target: np.ndarray, known: np.ndarray, valid: np.ndarray, guide
     rows, cols, vals = [], [], []
     diag = np.zeros(n)
     rhs = np.zeros((n, C))
-    for ys, xs, yt, xt in pairs:
+    extra = [(*links, True)] if links is not None and len(links[0]) else []
+    for ys, xs, yt, xt, *seam in [(*p, False) for p in pairs] + extra:
         p, q = idx[ys, xs], idx[yt, xt]
-        # Guidance gradient along the edge p->q: from the guide where both ends use it.
+        # Guidance gradient along the edge p->q: from the guide where both ends use it (none across a seam).
         la, lb = use_guide[ys, xs], use_guide[yt, xt]
-        g = np.where(((la == lb) & (la != 0))[:, None], guide[ys, xs] - guide[yt, xt], 0.0)
+        g = np.where(((la == lb) & (la != 0) & (not seam[0]))[:, None], guide[ys, xs] - guide[yt, xt], 0.0)
         for a, b, ya, xa, yb, xb, sign in ((p, q, ys, xs, yt, xt, 1.0), (q, p, yt, xt, ys, xs, -1.0)):
             m = a >= 0
             diag_idx = a[m]
@@ -226,7 +282,7 @@ def complete(texture: torch.Tensor, visibility: torch.Tensor, layout: UVLayout |
         guide_img = np.where(g_where[..., None], g_img.permute(1, 2, 0).numpy(), mir_tex)
         use_guide = np.where(g_where, 2, use_guide).astype(np.int8)
     img = tex.permute(1, 2, 0).numpy().astype(np.float64)
-    out = poisson_fill(img, vis, valid, guide_img, use_guide)
+    out = poisson_fill(img, vis, valid, guide_img, use_guide, links=seam_links(layout, S))
     if detail:
         # not where the mirror gives it; on a prior's features too: the prior's structure is a blend
         # of other faces at PRIOR_SIZE, smoother than this photo, and the grain on top is the person's
