@@ -894,7 +894,8 @@ def _run_pair(ctx: PhotoContext, spec: Method, cfg: Any, extractors: dict[str, t
     """Produce, measure and write one (photo, method) pair into ``st.folder`` (atomically)."""
     from .io import atomic_dir, save_png
     from .metrics import _json_safe
-    from .pipeline import render_over_photo, texture_to_uint8, write_face_folder
+    from .folder import write_face_folder
+    from .pipeline import render_over_photo, texture_to_uint8
     from .views import contact_sheet
 
     ext = extractors.get(cfg.features) if cfg is not None else None

@@ -60,5 +60,5 @@ def plain(doc: str) -> str:
 
 
 def settable_fields(cls: type) -> str:
-    """``name (default), ...`` of every field of ``cls`` (for a ``--set FIELD=VALUE`` help)."""
+    """The names of every field of ``cls``, comma-separated (for a ``--set FIELD=VALUE`` help)."""
     return ", ".join(f"{f.name}" for f in fields(cls))
