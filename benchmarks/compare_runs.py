@@ -1,6 +1,6 @@
 """Side-by-side metrics of single bench runs (one photo, several methods or benchmark folders).
 
-Reads the ``metrics`` block that ``python -m facerefiner.bench`` (or ``facerefiner eval``) wrote
+Reads the ``metrics`` block that ``python benchmarks/bench.py`` (or ``facerefiner eval``) wrote
 into each run folder's ``report.json`` and prints one Markdown row per folder. Useful where pairs
 come from different bench folders, e.g. the slow ``paper`` method run on its own:
 
@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from facerefiner.bench import (  # the bench's columns (seam: the local ratio)
+from bench import (  # the bench's columns (seam: the local ratio)
     METRICS,
     flat_metrics,
 )

@@ -4,7 +4,7 @@ made of, what the metric rewards, and how much of an identity difference is nois
     python benchmarks/completion_analysis.py BENCH_OUT [--method facerefiner-vgg16] [--sigma 2]
         [--noise-trials 3] [-o analysis.json]
 
-BENCH_OUT is the output folder of ``python -m facerefiner.bench ... --completion`` with the
+BENCH_OUT is the output folder of ``python benchmarks/bench.py ... --completion`` with the
 ``initial`` method and METHOD; the stored ``texture_masked.png`` of both are read back (8-bit PNG)
 and scored with the bench's own :func:`facerefiner.metrics.completion_score` against the probe
 (:func:`facerefiner.metrics.completion_probe`, recomputed from the photo and camera), for:

@@ -136,7 +136,7 @@ def save(out: Path, textures: dict[str, np.ndarray], info: dict) -> None:
 
 def score(a: argparse.Namespace) -> None:
     from facerefiner import metrics as M
-    from facerefiner.bench import flat_metrics, wins
+    from bench import flat_metrics, wins
     from facerefiner.layout import default_layout
     from facerefiner.pipeline import photo_to_tensor
     from facerefiner.unwrap import uv_raster

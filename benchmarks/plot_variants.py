@@ -2,11 +2,11 @@
 
     python benchmarks/plot_variants.py -o variants.png LABEL=SOURCE ... [--time LABEL=SECONDS] [--photos a,b]
 
-SOURCE is either ``OUT/results.json[:METHOD]`` of ``python -m facerefiner.bench`` (default method
+SOURCE is either ``OUT/results.json[:METHOD]`` of ``python benchmarks/bench.py`` (default method
 ``facerefiner-vgg16``) or a folder of ``facerefiner refine`` outputs on which ``facerefiner eval``
 was run (each face folder's report.json "metrics"; time = its optimise + setup timings). Medians are
 taken over the photos that every run has (or ``--photos``), printed, and plotted with
-:func:`facerefiner.bench.metrics_plot` (visible PSNR, identity, seam, completion PSNR against the
+:func:`bench.metrics_plot` (visible PSNR, identity, seam, completion PSNR against the
 median time per face). ``--time LABEL=SECONDS`` replaces a run's time by one measured separately
 (e.g. on an idle machine when the quality runs shared the CPU).
 """
@@ -18,7 +18,7 @@ import json
 import statistics
 from pathlib import Path
 
-from facerefiner.bench import flat_metrics, metrics_plot
+from bench import flat_metrics, metrics_plot
 
 KEYS = ("psnr", "ssim", "id", "id+30", "id-30", "seam", "fill_psnr", "fill_ssim", "time_s", "rss_mb")
 

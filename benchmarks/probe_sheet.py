@@ -3,11 +3,11 @@
     python benchmarks/probe_sheet.py BENCH_OUT -o sheet.png [--kinds fringe,hand] [--methods initial,facerefiner-vgg16]
         [--photos deca_exp_1,ffhq_00128] [--tile 256]
 
-BENCH_OUT is the output folder of ``python -m facerefiner.bench ... --completion --probes KINDS``.
+BENCH_OUT is the output folder of ``python benchmarks/bench.py ... --completion --probes KINDS``.
 One row per photo and probe: the probe's mask over the photo, I_C (``initial``) and each method's
 masked-run texture, and the truth (the unmasked unwrap's sampled texture), cropped to the
 bounding box in UV space of the texels the mask hid (the texels around them dimmed), each with its
-PSNR and detail ratio there (:func:`facerefiner.bench.probe_sheet`). Enlarged tiles use whole
+PSNR and detail ratio there (:func:`bench.probe_sheet`). Enlarged tiles use whole
 factors and nearest neighbour, so that brows, eyelids and pores are seen at the texture's own
 resolution. Exit status: 0 written, 1 input error (one line), 2 usage error.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from facerefiner.bench import METHODS, probe_sheet
+    from bench import METHODS, probe_sheet
     from facerefiner.errors import FaceRefinerError
     from facerefiner.metrics import PROBE_KINDS
 

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m facerefiner.bench PHOTOS... -o OUT [--methods a,b,...] [--preset default] [--size N]
+    python benchmarks/bench.py PHOTOS... -o OUT [--methods a,b,...] [--preset default] [--size N]
         [--steps A,B] [--passes N] [--seed N] [--set FIELD=VALUE ...] [--features vgg16|patches] [--vgg-weights PATH]
         [--limit N] [--paper-subset N] [--completion [--probes KINDS]] [--prior FILE] [--occlusion auto|off]
         [--no-identity] [--overwrite] [-v]
@@ -93,8 +93,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
-from .folder import report_or_none
-from .io import atomic_write_bytes as _atomic_write
+from facerefiner.folder import report_or_none
+from facerefiner.io import atomic_write_bytes as _atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -358,14 +358,14 @@ class BenchSettings:
     occlusion: str = "auto"
 
     def base_config(self):
-        from .refine import apply_overrides, preset
+        from facerefiner.refine import apply_overrides, preset
 
         cfg = preset(self.preset, size=self.size, steps=self.steps, passes=self.passes, seed=self.seed)
         return apply_overrides(cfg, self.overrides)
 
     def configs(self) -> dict[str, Any]:
         """The :class:`~facerefiner.refine.RefineConfig` of each requested optimising method."""
-        from .refine import PRESETS
+        from facerefiner.refine import PRESETS
 
         base = self.base_config()
         out = {}
@@ -445,7 +445,7 @@ def blur_texture(texture: torch.Tensor, sigma: float, valid: torch.Tensor | None
     the border; border colours extended outside ``valid`` again when given)."""
     import cv2
 
-    from .complete import extend_outside
+    from facerefiner.complete import extend_outside
 
     a = np.ascontiguousarray(texture.detach().float().cpu().permute(1, 2, 0).numpy())
     b = cv2.GaussianBlur(a, (0, 0), sigmaX=float(sigma), sigmaY=float(sigma), borderType=cv2.BORDER_REFLECT)
@@ -460,10 +460,10 @@ class PhotoContext:
 
     def __init__(self, path: Path, size: int, layout, detector, min_face: float, prior: Any = None,
                  seed: int = 0, occlusion: str = "auto") -> None:
-        from .io import load_image
-        from .occlusion import face_mask
-        from .reconstruct import reconstruct_all
-        from .unwrap import unwrap, uv_raster
+        from facerefiner.io import load_image
+        from facerefiner.occlusion import face_mask
+        from facerefiner.reconstruct import reconstruct_all
+        from facerefiner.unwrap import unwrap, uv_raster
 
         self.path = path
         self.layout = layout
@@ -493,7 +493,7 @@ class PhotoContext:
 
     def initial(self, masked: bool | str = False) -> tuple[torch.Tensor, float]:
         """I_C of the photo, or of the probe ``masked`` (a kind; True: the cheek) with its mask."""
-        from .complete import complete
+        from facerefiner.complete import complete
 
         kind = _probe_kind(masked)
         un = self.probe(kind)["unwrapped"] if kind else self.un
@@ -503,7 +503,7 @@ class PhotoContext:
     def synth(self, masked: bool | str = False) -> tuple[torch.Tensor, float]:
         """I_C with the hidden region synthesised (detail; the prior's structure when there is one,
         leaving out the entries made from this photo): ``refine``'s own content texture."""
-        from .refine import content_texture
+        from facerefiner.refine import content_texture
 
         kind = _probe_kind(masked)
         un = self.probe(kind)["unwrapped"] if kind else self.un
@@ -524,8 +524,8 @@ class PhotoContext:
         """A completion probe (``metrics.probe_mask`` of ``kind``; ``"cheek"``: the cheek facing the
         camera): ``{"mask", "side", "unwrapped", "hidden"}``, the photo mask, the side it hid, the
         unwrap with it and the texels it hides (visible without it)."""
-        from .metrics import _probe
-        from .unwrap import unwrap
+        from facerefiner.metrics import _probe
+        from facerefiner.unwrap import unwrap
 
         def make() -> dict[str, Any]:
             mask, side = _probe(self.geo, kind, "auto", self.layout)
@@ -560,7 +560,7 @@ def warm_up_detector(detector) -> float:
 def warm_up(ctx: PhotoContext, cfgs: dict[str, Any], extractors: dict[str, tuple], device: str) -> float:
     """One tiny untimed refinement per feature extractor before the first timed run (torch's
     kernels and thread pools), so that the first photo's times do not include it. Returns the seconds."""
-    from .refine import refine
+    from facerefiner.refine import refine
 
     t = time.perf_counter()
     done = set()
@@ -591,7 +591,7 @@ def produce(ctx: PhotoContext, spec: Method, cfg: Any, extractor: tuple | None, 
             masked: bool | str = False, on_step: Callable[[dict], None] | None = None) -> Produced:
     """Run one method on one photo (``masked``: the run of that completion probe, a kind of
     ``metrics.PROBE_KINDS``, with its mask; True: the cheek)."""
-    from .refine import refine
+    from facerefiner.refine import refine
 
     kind = _probe_kind(masked)
     un = ctx.probe(kind)["unwrapped"] if kind else ctx.un
@@ -617,7 +617,7 @@ def produce(ctx: PhotoContext, spec: Method, cfg: Any, extractor: tuple | None, 
     rt = r.timings
     t["refine_setup"] = sum(v for k, v in rt.items() if k != "optimise")
     t["optimise"] = rt.get("optimise", 0.0)
-    from .refine import config_dict
+    from facerefiner.refine import config_dict
 
     return Produced(r.texture, content, t, {"config": config_dict(cfg), "features": r.features, "device": r.device,
                                             "render_term": spec.render, "loss_history": r.history})
@@ -626,7 +626,7 @@ def produce(ctx: PhotoContext, spec: Method, cfg: Any, extractor: tuple | None, 
 def measure(ctx: PhotoContext, spec: Method, texture: torch.Tensor, *, identity: bool) -> dict[str, Any]:
     """Fidelity, identity and seam of one method's texture (the "metrics" block, less completion
     and cost)."""
-    from . import metrics as M
+    from facerefiner import metrics as M
 
     complete = spec.kind != "sampled"
     vis = ctx.un.visibility
@@ -662,7 +662,7 @@ def measure(ctx: PhotoContext, spec: Method, texture: torch.Tensor, *, identity:
 
 def pair_settings(spec: Method, cfg: Any, s: BenchSettings, size: int) -> dict[str, Any]:
     """What a pair's result depends on; a stored pair with other settings is recomputed."""
-    from .refine import config_dict
+    from facerefiner.refine import config_dict
 
     d: dict[str, Any] = {"bench_version": BENCH_VERSION, "method": spec.name, "size": size,
                          "identity": s.identity, "min_face": s.min_face,
@@ -679,7 +679,7 @@ def pair_settings(spec: Method, cfg: Any, s: BenchSettings, size: int) -> dict[s
         if cfg.features == "vgg16":
             d["vgg_weights"] = str(s.vgg_weights) if s.vgg_weights else None
             d["vgg_format"] = s.vgg_format
-    from .metrics import _json_safe
+    from facerefiner.metrics import _json_safe
 
     return _json_safe(json.loads(json.dumps(d)))  # as stored in report.json (floats rounded)
 
@@ -766,12 +766,12 @@ def run_bench(photos: Sequence[Path], out: Path, s: BenchSettings, *, console=No
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .errors import FaceRefinerError
-    from .features import get_extractor
-    from .io import ensure_writable_dir
-    from .layout import default_layout
-    from .reconstruct import default_detector
-    from .refine import resolve_device
+    from facerefiner.errors import FaceRefinerError
+    from facerefiner.features import get_extractor
+    from facerefiner.io import ensure_writable_dir
+    from facerefiner.layout import default_layout
+    from facerefiner.reconstruct import default_detector
+    from facerefiner.refine import resolve_device
 
     con = console or Console(stderr=True, soft_wrap=True)
     out = ensure_writable_dir(out)
@@ -810,7 +810,7 @@ def run_bench(photos: Sequence[Path], out: Path, s: BenchSettings, *, console=No
                                 "load_s": round(time.perf_counter() - t, 3)}
 
     if pending and s.identity:
-        from .metrics import EvalExtraMissing, identity_model
+        from facerefiner.metrics import EvalExtraMissing, identity_model
 
         try:
             identity_model()  # load dlib's models now, not inside the first pair
@@ -819,7 +819,7 @@ def run_bench(photos: Sequence[Path], out: Path, s: BenchSettings, *, console=No
     layout = default_layout()
     prior = None
     if s.prior is not None:
-        from .prior import load_prior
+        from facerefiner.prior import load_prior
 
         prior = load_prior(s.prior, layout)  # an InputError: one line, exit 1 (main)
     detector = default_detector()
@@ -892,11 +892,11 @@ def _run_pair(ctx: PhotoContext, spec: Method, cfg: Any, extractors: dict[str, t
               device: str, settings: dict[str, Any], st: PairState, on_step: Callable[[dict], None] | None,
               stage: Callable[[str], None]) -> None:
     """Produce, measure and write one (photo, method) pair into ``st.folder`` (atomically)."""
-    from .io import atomic_dir, save_png
-    from .metrics import _json_safe
-    from .folder import write_face_folder
-    from .pipeline import render_over_photo, texture_to_uint8
-    from .views import contact_sheet
+    from facerefiner.io import atomic_dir, save_png
+    from facerefiner.metrics import _json_safe
+    from facerefiner.folder import write_face_folder
+    from facerefiner.pipeline import render_over_photo, texture_to_uint8
+    from facerefiner.views import contact_sheet
 
     ext = extractors.get(cfg.features) if cfg is not None else None
     stage("texture")
@@ -964,7 +964,7 @@ def completion_runs(ctx: PhotoContext, spec: Method, cfg: Any, ext: tuple | None
     or {"skipped"}}}`` and, at its top level, the first probe's entries (the cheek's by default:
     the block as it was before the probes).
     """
-    from . import metrics as M
+    from facerefiner import metrics as M
 
     model = None
     id_skip = "disabled (--no-identity)"
@@ -1029,8 +1029,8 @@ def collect(run: BenchRun, s: BenchSettings) -> tuple[list[dict[str, Any]], dict
 
 def write_results(run: BenchRun, s: BenchSettings, cfgs: dict[str, Any], size: int, device: str) -> None:
     """results.json, results.md, grid.png and metrics.png from the pairs done so far."""
-    from .metrics import _json_safe
-    from .refine import config_dict
+    from facerefiner.metrics import _json_safe
+    from facerefiner.refine import config_dict
 
     rows, values = collect(run, s)
     stems = [p for p, _ in run.photos]
@@ -1358,9 +1358,9 @@ def probe_sheet(out: Path, kinds: Sequence[str] | None = None, methods: Sequence
     """
     from PIL import Image, ImageDraw
 
-    from .errors import InputError
-    from .metrics import load_output
-    from .unwrap import unwrap, uv_raster
+    from facerefiner.errors import InputError
+    from facerefiner.metrics import load_output
+    from facerefiner.unwrap import unwrap, uv_raster
 
     out = Path(out)
     try:
@@ -1550,7 +1550,7 @@ def metrics_plot(summary: dict[str, dict[str, dict]], methods: list[str]):
 
 
 def _probe_kinds() -> tuple[str, ...]:
-    from .metrics import PROBE_KINDS
+    from facerefiner.metrics import PROBE_KINDS
 
     return PROBE_KINDS
 
@@ -1565,7 +1565,7 @@ def build_parser() -> argparse.ArgumentParser:
     epilog = "methods:\n" + "\n".join(f"  {m.name:32s}{m.description}" for m in METHODS.values()) + (
         "\n\nOUT/runs/<method>/<photo>/ holds each pair's texture.png, views.png and report.json (with the "
         "metrics);\na finished pair is not recomputed on a rerun with the same settings (--overwrite redoes it).")
-    p = _Parser(prog="python -m facerefiner.bench", formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = _Parser(prog="python benchmarks/bench.py", formatter_class=argparse.RawDescriptionHelpFormatter,
                 epilog=epilog,
                 description="Run several texture methods side by side on photos and compare them "
                             "(results.json, results.md, grid.png, metrics.png).\nExit: 0 ok, 2 some failed, 1 usage.")
@@ -1623,7 +1623,7 @@ def _choose(parser: argparse.ArgumentParser, flag: str, raw: str, choices: list[
 
 
 def settings_from_args(a: argparse.Namespace, parser: argparse.ArgumentParser) -> BenchSettings:
-    from .refine import PRESETS
+    from facerefiner.refine import PRESETS
 
     methods = _choose(parser, "--methods", a.methods, list(METHODS), "method")
     if a.preset not in PRESETS:
@@ -1660,11 +1660,11 @@ def settings_from_args(a: argparse.Namespace, parser: argparse.ArgumentParser) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m facerefiner.bench``; returns the exit status."""
+    """Entry point of ``python benchmarks/bench.py``; returns the exit status."""
     from rich.console import Console
 
-    from .errors import FaceRefinerError
-    from .pipeline import expand_inputs
+    from facerefiner.errors import FaceRefinerError
+    from facerefiner.pipeline import expand_inputs
 
     parser = build_parser()
     try:
@@ -1689,7 +1689,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
-        run = run_bench(files, a.out, s, console=con, command=["python", "-m", "facerefiner.bench", *argv])
+        run = run_bench(files, a.out, s, console=con, command=["python", "benchmarks/bench.py", *argv])
     except FaceRefinerError as e:
         con.print(f"[red]error:[/red] {e}", highlight=False)
         return EXIT_USAGE
