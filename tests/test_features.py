@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from facerefiner import features as FE
+from facerefiner.features import vgg as FV, weights as FW  # the private parts the tests look into
 from facerefiner.errors import ShapeError, WeightsError
 
 from conftest import FACES, VGG_CAFFE as CAFFE_VGG
@@ -35,7 +36,7 @@ def random_vgg_state_dict(seed: int = 0, classifier: bool = False) -> dict[str, 
     """A full set of VGG16 conv tensors (He-initialised, small positive biases)."""
     g = torch.Generator().manual_seed(seed)
     sd = {}
-    for k, shape in FE._VGG16_CONV_SHAPES.items():
+    for k, shape in FV._VGG16_CONV_SHAPES.items():
         if k.endswith("weight"):
             fan_in = shape[1] * shape[2] * shape[3]
             sd[k] = torch.randn(shape, generator=g) * (2.0 / fan_in) ** 0.5
@@ -286,20 +287,20 @@ def test_autodetect_both_files(caffe_sd, tv_file, tmp_path):
     assert info["convention"] == "caffe" and "published caffe" in info["convention_reason"]
     # 3. the scale heuristic alone (no fingerprint): decides folded conversions ...
     w0, b0 = tv_sd["features.0.weight"], tv_sd["features.0.bias"]
-    assert FE._scale_heuristic(w0, b0)[0] == "torchvision"
+    assert FV._scale_heuristic(w0, b0)[0] == "torchvision"
     unfolded = w0.double().flip(1) / (255 * torch.tensor(IMAGENET_STD[::-1], dtype=torch.float64)).view(1, 3, 1, 1)
-    assert FE._scale_heuristic(unfolded / 58, b0)[0] == "caffe"
+    assert FV._scale_heuristic(unfolded / 58, b0)[0] == "caffe"
     # ... and declares natively trained weights (the original Caffe file, rho ~0.53) ambiguous
-    assert FE._scale_heuristic(caffe_sd["features.0.weight"], caffe_sd["features.0.bias"]) is None
+    assert FV._scale_heuristic(caffe_sd["features.0.weight"], caffe_sd["features.0.bias"]) is None
 
 
 def test_fingerprint_of_torchvision_weights_and_unknown_weights(caplog):
     sd = random_vgg_state_dict()
     sd["features.0.weight"] = sd["features.0.weight"].clone()
-    sd["features.0.weight"][:3] = FE._FP_TORCHVISION.float()
+    sd["features.0.weight"][:3] = FV._FP_TORCHVISION.float()
     assert FE.detect_convention(sd)[0] == "torchvision"
     # torchvision weights unfolded into the caffe convention (BGR, 0..255)
-    w = FE._FP_TORCHVISION.flip(1) / (255 * torch.tensor(IMAGENET_STD[::-1], dtype=torch.float64)).view(1, 3, 1, 1)
+    w = FV._FP_TORCHVISION.flip(1) / (255 * torch.tensor(IMAGENET_STD[::-1], dtype=torch.float64)).view(1, 3, 1, 1)
     sd["features.0.weight"][:3] = w.float()
     assert FE.detect_convention(sd)[0] == "caffe"
     # unrelated weights with native-looking statistics: torchvision assumed, with a warning
@@ -363,7 +364,7 @@ def test_download_step_offline_and_online_without_network(hub_dir, monkeypatch):
         calls.append(a)
         return False
 
-    monkeypatch.setattr(FE, "_reachable", no_probe)
+    monkeypatch.setattr(FW, "_reachable", no_probe)
     # FACEREFINER_OFFLINE=1: no probe, no download
     with pytest.raises(WeightsError, match="download disabled"):
         FE.resolve_vgg16_weights()
@@ -374,7 +375,7 @@ def test_download_step_offline_and_online_without_network(hub_dir, monkeypatch):
         FE.resolve_vgg16_weights()
     assert len(calls) == 1
     # reachable: load_state_dict_from_url(check_hash=True) into the hub cache
-    monkeypatch.setattr(FE, "_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(FW, "_reachable", lambda *a, **k: True)
     seen = {}
 
     def fake_download(url, model_dir=None, check_hash=False, file_name=None, **kw):
@@ -401,7 +402,7 @@ def test_reachable_probe_fails_fast():
     import time
 
     t0 = time.perf_counter()
-    assert FE._reachable("nonexistent.invalid", 443, timeout=1.0) is False
+    assert FW._reachable("nonexistent.invalid", 443, timeout=1.0) is False
     assert time.perf_counter() - t0 < 3.0
 
 
@@ -476,7 +477,7 @@ def test_wrapped_and_prefixed_checkpoints_with_classifier(tmp_path):
         p = tmp_path / f"w{i}.pth"
         torch.save(obj, p)
         loaded = FE.load_vgg16_state_dict(p)
-        assert sorted(loaded) == sorted(FE._VGG16_CONV_KEYS)
+        assert sorted(loaded) == sorted(FV._VGG16_CONV_KEYS)
         torch.testing.assert_close(loaded["features.28.weight"], sd["features.28.weight"])
 
 
