@@ -503,7 +503,7 @@ class PhotoContext:
     def synth(self, masked: bool | str = False) -> tuple[torch.Tensor, float]:
         """I_C with the hidden region synthesised (detail; the prior's structure when there is one,
         leaving out the entries made from this photo): ``refine``'s own content texture."""
-        from facerefiner.refine import content_texture
+        from facerefiner.content import content_texture
 
         kind = _probe_kind(masked)
         un = self.probe(kind)["unwrapped"] if kind else self.un

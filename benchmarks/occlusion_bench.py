@@ -32,7 +32,7 @@ from facerefiner.layout import default_layout
 from facerefiner.metrics import completion_score, probe_mask
 from facerefiner.occlusion import OcclusionModels, face_mask, hand_mask
 from facerefiner.reconstruct import reconstruct
-from facerefiner.refine import content_texture
+from facerefiner.content import content_texture
 from facerefiner.unwrap import unwrap, uv_raster
 
 S = 512

@@ -268,7 +268,7 @@ def test_keep_shading_in_a_refinement(photo):
 
 
 def test_is_grey():
-    from facerefiner.refine import GREY_SPREAD, is_grey
+    from facerefiner.postprocess import GREY_SPREAD, is_grey
 
     g = torch.rand(1, 32, 32).expand(3, 32, 32).clone()
     assert is_grey(g)

@@ -26,7 +26,8 @@ from .io import load_image, load_mask
 from .layout import UVLayout, default_layout, load_layout
 from .occlusion import Occlusion, find_occlusions
 from .reconstruct import FaceGeometry, FaceMeshDetector, reconstruct, reconstruct_all
-from .refine import PRESETS, RefineConfig, RefineResult, preset, refine
+from .presets import PRESETS, RefineConfig, preset
+from .refine import RefineResult, refine
 from .render import face_raster, interpolate, rasterize, render_face, texture
 from .unwrap import UnwrapResult, unwrap, uv_raster
 

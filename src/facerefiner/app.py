@@ -315,7 +315,8 @@ class FaceApp:
                  extractor: tuple | None = None, prior: str | os.PathLike | None = None, head: str | None = None):
         from .features import get_extractor
         from .heads import DEFAULT_HEAD, get_head
-        from .refine import PRESETS, resolve_device
+        from .presets import PRESETS
+        from .refine import resolve_device
 
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -347,7 +348,7 @@ class FaceApp:
             FaceRefinerError: one-line, user-facing reason (not an image, no face, bad mask, ...).
         """
         from .pipeline import RefineOptions, refine_photo
-        from .refine import PRESETS, preset as make_preset
+        from .presets import PRESETS, preset as make_preset
 
         if (preset or self.preset) not in PRESETS:
             raise FaceRefinerError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")

@@ -547,7 +547,7 @@ def albedo_inputs(image: np.ndarray, unwrapped, geometry: FaceGeometry, layout: 
     """
     from dataclasses import replace
 
-    from .refine import content_texture
+    from .content import content_texture
 
     layout = layout or default_layout()
     S = unwrapped.texture.shape[-1]

@@ -37,13 +37,18 @@ The rendering term renders ``I_X`` through a rasterisation of the face region of
 once per photo (geometry is fixed): per-pixel bilinear texture lookups, differentiable in ``I_X``.
 
 The library is quiet: progress goes to an optional ``on_step`` callback, messages to ``logging``.
+
+This module is the loop (:func:`refine_texture`) and the whole per-face refinement (:func:`refine`);
+the settings and presets are in :mod:`facerefiner.presets`, what follows the optimisation (the
+photo's texels kept on V, the shading kept, the lit texture, the export) in
+:mod:`facerefiner.postprocess`. Their public names are importable from here too.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -53,10 +58,13 @@ import torch.nn.functional as F
 
 from . import losses as L
 from . import render as R
-from .complete import complete, extend_outside, lowpass
+from .complete import extend_outside, lowpass
+from .content import content_texture
 from .errors import FaceRefinerError
 from .features import FeatureExtractor, get_extractor
 from .layout import UVLayout, default_layout
+from .postprocess import is_grey, keep_shading, keep_visible_weight, lit_texture, upscale_texture, visible_blend_weight
+from .presets import PRESETS, RefineConfig, apply_overrides, config_dict, preset
 from .pyramid import LaplacianTexture, collapse
 from .reconstruct import FaceGeometry
 from .sampling import grid_positions, style_positions
@@ -66,186 +74,10 @@ log = logging.getLogger(__name__)
 
 __all__ = ["RefineConfig", "PRESETS", "preset", "RefineResult", "RenderTarget", "render_target", "render_mask_of",
            "refine_texture", "refine", "resolve_device", "is_grey", "visible_blend_weight", "keep_visible_weight",
-           "keep_shading", "lowpass", "apply_overrides", "upscale_texture", "content_texture", "lit_texture"]
+           "keep_shading", "lowpass", "apply_overrides", "upscale_texture", "content_texture", "lit_texture",
+           "config_dict"]
 
 
-@dataclass(frozen=True)
-class RefineConfig:
-    """Settings of the refinement (every field is recorded in ``report.json``)."""
-
-    size: int = 512
-    """Texture size S of the output (S x S texels)."""
-    steps: tuple[int, ...] = (150, 150)
-    """SGD steps at each scale, coarse to fine; scale k of n works at size / 2**(n - 1 - k) texels
-    (two scales at S = 512: 256 then 512), synthesised from the coarser pyramid levels only."""
-    passes: int = 5
-    """Outer passes; each restarts from the previous result as the new content texture."""
-    content_weight: float = 8.0
-    """Weight of the self-similarity content term (divided by ``pass_decay`` every pass)."""
-    style_weight: float = 1.7
-    """Weight of the style term (REMD + moments + colour)."""
-    render_weight: float = 20.0
-    """Weight of the rendering L1 term (multiplied by ``pass_decay`` every pass)."""
-    pass_decay: float = 1.1
-    """Per-pass factor: content weight / pass_decay, rendering weight * pass_decay."""
-    coarse_factor: float = 2.0
-    """All weights are multiplied by this at every scale but the last."""
-    optimizer: str = "sgd"
-    """Optimiser of the pyramid levels: sgd (the paper's, with momentum) or adam."""
-    lr: float = 0.3
-    """Learning rate."""
-    momentum: float = 0.9
-    """SGD momentum (Adam's beta1)."""
-    levels: int = 5
-    """Laplacian pyramid levels of the parametrisation."""
-    content_samples: int = 2048
-    """Hypercolumn samples of I_X (and I_C) per step."""
-    style_samples: int = 1000
-    """Style samples per set."""
-    style_sets: int = 5
-    """Style sample sets, alternately from I_S and its mirror image."""
-    render_side: int | None = None
-    """Long side (px) of the photo region the rendering term compares against (default: unwrap's, ``facerefiner.unwrap.sample_side`` = 2 S, whose raster it then reuses)."""
-    features: str = "auto"
-    """Feature extractor: vgg16, patches or auto (vgg16 when weights resolve, else patches)."""
-    seed: int = 0
-    """Random seed (sample positions): same seed, photo and machine -> same texture."""
-    keep_visible: bool = False
-    """Put the sampled texture I_S back on the visible region at the end, and blend from I_C to the
-    refined texture across a band of the hidden region just outside it (:func:`keep_visible_weight`):
-    on V the back-projected photo is already the best texture (unwrap's round trip is >= 39 dB) and
-    the style term only costs fidelity; the refinement supplies the hidden region. False = the
-    optimisation's raw I_X (the paper)."""
-    keep_visible_feather: float = 1 / 64
-    """Width of that band, as a fraction of the texture size (1/64: 8 texels at S = 512)."""
-    crop: int | None = None
-    """Side (texels) of a random square crop the features are computed on at each step, at every
-    scale larger than it (the content samples of the step are drawn inside it, the content features
-    are those of the same crop of I_C, and the style samples come from crops of the same size, so
-    that the network sees the same kind of window everywhere). With ``keep_visible`` the crops are
-    centred on hidden texels (the visible interior is replaced by I_S at the end anyway).
-    None: the whole texture (the paper)."""
-    nn_dims: int | None = None
-    """Approximate nearest-style-sample search for the REMD term: random projection to this many
-    dimensions, then exact among ``nn_candidates`` (losses.NearestSearch). None: exact search."""
-    nn_candidates: int = 8
-    """Candidates re-ranked exactly per sample by the approximate search."""
-    moment_channels: int | None = None
-    """Channels (random per step) whose covariance the moment term matches. None: all (the paper)."""
-    crop_levels: int | None = None
-    """At scales whose features are computed on crops, update only this many of the finest pyramid
-    bands (the coarser bands, shared by texels far outside any one crop, keep what the full-view
-    scales before made of them). None: all bands."""
-    render_visible: bool = False
-    """Count the rendering term only on the pixels that see visible texels alone (V rendered >= 0.999,
-    the pixels the visible-fidelity metric compares), not on the whole eroded face mask. The mask
-    also covers the far cheek at grazing angles, where the photo is smeared or shows hair and
-    background past a slightly wide mesh outline: there the term pulls hidden texels towards
-    those colours (a green patch beside the mouth of deca_exp_1). False: the eroded render mask
-    alone (the paper)."""
-    keep_shading: float | None = None
-    """Give the hidden region I_C's low frequencies (its brightness, colour and shading) back at the
-    end: I_X + G_sigma * (I_C - I_X) there (:func:`keep_shading`), with sigma this fraction of the
-    texture size, feathered to nothing on V like ``keep_visible``; the refinement then supplies only
-    the detail finer than sigma. The style term is global: it pulls the hidden region's colour
-    towards the statistics of the whole visible face (hidden cheeks a few levels brighter than
-    their truth: completion PSNR worse than I_C on 14 of 19 photos, BENCHMARKS.md), where I_C's
-    fill, lit by the photo's texels around the hole, is the better estimate. None: off (the paper,
-    whose content texture is a morphable model's albedo with no shading of its own)."""
-
-    detail: bool = False
-    """Start from a content texture whose hidden texels without a visible mirror carry fine detail
-    made of the person's own visible skin (:func:`facerefiner.complete.synthesize_detail`), not a
-    smooth Poisson fill: the optimisation's short schedules barely move away from its start, so the
-    detail has to be there already (the refinement then makes it coherent). False: the smooth fill
-    (the paper, whose content texture is a morphable model's albedo)."""
-
-    def __post_init__(self) -> None:
-        if not self.steps or len(self.steps) > self.levels + 1:
-            raise ValueError(f"steps {self.steps}: one entry per scale, 1 to levels + 1 = {self.levels + 1} scales")
-        if min(self.scales) < 16:
-            raise ValueError(f"texture sizes must be at least 16, got scales {self.scales} for size {self.size}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be sgd or adam, got {self.optimizer!r}")
-        if self.passes < 1 or any(n < 0 for n in self.steps):
-            raise ValueError("passes must be >= 1 and steps >= 0")
-        if self.crop is not None and self.crop < 32:
-            raise ValueError(f"crop must be at least 32 texels (or None), got {self.crop}")
-        if (self.nn_dims is not None and self.nn_dims < 1) or self.nn_candidates < 1:
-            raise ValueError("nn_dims (or None) and nn_candidates must be >= 1")
-        if self.crop_levels is not None and self.crop_levels < 1:
-            raise ValueError(f"crop_levels must be >= 1 (or None), got {self.crop_levels}")
-        if self.keep_shading is not None and not 0.0 < self.keep_shading <= 0.25:
-            raise ValueError(f"keep_shading must be in (0, 0.25] (a fraction of the size) or None, "
-                             f"got {self.keep_shading}")
-        if self.moment_channels is not None and self.moment_channels < 2:
-            raise ValueError(f"moment_channels must be >= 2 (or None), got {self.moment_channels}")
-
-    @property
-    def num_scales(self) -> int:
-        return len(self.steps)
-
-    @property
-    def scales(self) -> tuple[int, ...]:
-        """Texture size at each scale, coarse to fine."""
-        n = len(self.steps)
-        return tuple(self.size >> (n - 1 - k) for k in range(n))
-
-
-#: Named presets. ``paper`` is the authors' literal schedule; ``default`` the everyday one (fast on
-#: a CPU: fewer steps, features of the finest scale on 256-texel crops, approximate style search,
-#: covariance on 512 random channels per step); ``quick`` a smoke-test schedule (seconds, low quality).
-PRESETS: dict[str, RefineConfig] = {
-    "paper": RefineConfig(lr=0.03),
-    # issue "fast": median 49-51 s per face at 512 on a 2-core CPU (BENCHMARKS.md); every speed option
-    # measured against the previous default (60 + 20 steps x 2 passes, full texture, exact losses)
-    "default": RefineConfig(steps=(40, 12), passes=1, lr=0.03, keep_visible=True, content_samples=1024,
-                            crop=256, crop_levels=1, nn_dims=128, nn_candidates=8, moment_channels=512,
-                            render_visible=True, keep_shading=1 / 128, detail=True),
-    "quick": RefineConfig(size=128, steps=(20, 20), passes=1, lr=0.03, content_samples=512, style_samples=256,
-                          keep_visible=True, render_visible=True, detail=True),
-}
-
-
-def preset(name: str, **overrides: Any) -> RefineConfig:
-    """A preset with some fields replaced (None values are ignored)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    base = PRESETS[name]
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    return replace(base, **overrides)
-
-
-def apply_overrides(cfg: RefineConfig, items: "list[str] | tuple[str, ...]") -> RefineConfig:
-    """``cfg`` with fields replaced from ``FIELD=VALUE`` strings (for benchmark variants).
-
-    Values are parsed by the field's current type: int, float, bool (1/true/yes), tuples of ints
-    (``60,20``), ``none`` for an optional field. Raises ValueError naming a bad field or value."""
-    names = {f.name for f in fields(cfg)}
-    out: dict[str, Any] = {}
-    for item in items:
-        key, eq, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not eq or key not in names:
-            raise ValueError(f"{item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(names))}")
-        cur = getattr(cfg, key)
-        try:
-            if raw.lower() == "none":
-                val: Any = None
-            elif isinstance(cur, bool):
-                val = raw.lower() in ("1", "true", "yes", "on")
-            elif isinstance(cur, tuple):
-                val = tuple(int(v) for v in raw.split(","))
-            elif isinstance(cur, float):
-                val = float(raw)
-            elif isinstance(cur, int) or (cur is None and raw.lstrip("-").isdigit()):
-                val = int(raw)
-            else:
-                val = raw
-        except ValueError:
-            raise ValueError(f"{item!r}: bad value for {key} (currently {cur!r})") from None
-        out[key] = val
-    return replace(cfg, **out)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -340,31 +172,6 @@ def _valid_at(valid: torch.Tensor, s: int) -> torch.Tensor:
     return F.interpolate(valid[None, None].float(), size=(s, s), mode="area")[0, 0] > 0.5
 
 
-def _feather(region: torch.Tensor, width: float, beyond_edge: bool = False) -> np.ndarray:
-    """(S, S) bool region -> (S, S) float32 smoothstep of the Euclidean distance (in texels) from
-    outside the region, divided by ``width`` and clipped to [0, 1]: 0 outside, 1 deep inside.
-    ``beyond_edge``: whether the texels past the image edge count as inside the region."""
-    import cv2
-
-    r = region.cpu().numpy().astype(np.uint8)
-    d = cv2.distanceTransform(np.pad(r, 1, constant_values=int(beyond_edge)), cv2.DIST_L2, 5)[1:-1, 1:-1]
-    t = np.clip(d / max(float(width), 1e-6), 0.0, 1.0)
-    return (t * t * (3.0 - 2.0 * t)).astype(np.float32)
-
-
-def visible_blend_weight(visibility: torch.Tensor, width: float) -> torch.Tensor:
-    """Weight of a sampled texture blended over the visible region from the inside (used by
-    :func:`upscale_texture` for the photo's texels at an export size).
-
-    Args:
-        visibility: (S, S) bool V.
-        width: feather width in texels.
-
-    Returns:
-        (S, S) float32 in [0, 1] on V's device: 0 outside V, rising smoothly to 1 at ``width``
-        texels inside V's boundary (a Euclidean distance transform, smoothstep).
-    """
-    return torch.from_numpy(_feather(visibility, width)).to(visibility.device)
 
 
 def _crop_origin(mask: torch.Tensor, c: int, gen: torch.Generator,
@@ -405,74 +212,6 @@ def _style_samples(extractor: FeatureExtractor, style_img: torch.Tensor, vis: to
         out.append(extractor.sample(extractor.forward(img[..., oy:oy + crop, ox:ox + crop]), pos)[0])
     return torch.cat(out)
 
-
-#: A texture is grey when 99 % of its texels have channels within this of each other (2/255 leaves
-#: room for JPEG rounding; over the whole photos of the dev set the 99th percentile of the channel
-#: spread is 0 for the black-and-white deca_exp_2 and 47 to 146 levels for every colour photo).
-GREY_SPREAD = 2.0 / 255.0
-
-
-def is_grey(texture: torch.Tensor, mask: torch.Tensor | None = None) -> bool:
-    """Whether a texture has no colour.
-
-    Args:
-        texture: (3, S, S) float RGB in [0, 1].
-        mask: optional (S, S) bool, the texels to look at (default all).
-
-    Returns:
-        True when the 99th percentile of ``max - min`` over the channels is at most
-        :data:`GREY_SPREAD` (False for an empty mask).
-    """
-    spread = texture.amax(0) - texture.amin(0)
-    if mask is not None:
-        spread = spread[mask]
-    if spread.numel() == 0:
-        return False
-    flat = spread.flatten().float()
-    flat = flat[:: max(1, flat.numel() // 1_000_000)]  # torch.quantile takes at most 2**24 values
-    return float(torch.quantile(flat, 0.99)) <= GREY_SPREAD
-
-
-def keep_shading(texture: torch.Tensor, content: torch.Tensor, visibility: torch.Tensor, valid: torch.Tensor,
-                 sigma: float, width: float, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """The texture with the hidden region's low frequencies replaced by the content texture's
-    (``RefineConfig.keep_shading``).
-
-    Args:
-        texture: (3, S, S) float I_X in [0, 1].
-        content: (3, S, S) float I_C in [0, 1], same dtype and device.
-        visibility: (S, S) bool V.
-        valid: (S, S) bool texels inside the layout (the blur stays inside it).
-        sigma: Gaussian sigma in texels.
-        width: feather width in texels: the correction is 0 on V and reaches full strength ``width``
-            texels outside it (:func:`keep_visible_weight`'s complement).
-        weight: ``keep_visible_weight(visibility, width)`` when the caller has it already (opt-in).
-
-    Returns:
-        (3, S, S) tensor: ``texture + (1 - a) * G_sigma * (content - texture)`` clipped to [0, 1],
-        with ``a = keep_visible_weight(visibility, width)``: on the hidden region its blur equals the
-        content's, only the detail finer than sigma is the texture's own.
-    """
-    a = (keep_visible_weight(visibility, width) if weight is None else weight).to(texture.dtype)
-    return (texture + (1.0 - a) * lowpass(content - texture, valid, sigma)).clamp(0.0, 1.0)
-
-
-def keep_visible_weight(visibility: torch.Tensor, width: float) -> torch.Tensor:
-    """Weight of the photo's texture (I_S on V, I_C beyond it) in the final blend (``keep_visible``).
-
-    Args:
-        visibility: (S, S) bool V.
-        width: feather width in texels.
-
-    Returns:
-        (S, S) float32 in [0, 1] on V's device: exactly 1 on V, falling smoothly to 0 at ``width``
-        texels outside V (a Euclidean distance transform of the complement, smoothstep). The visible
-        region is left exactly as unwrapped (no fidelity is lost there), and the refined texture
-        takes over across a band of the hidden region where I_C, seamless with I_S by construction,
-        carries the transition.
-    """
-    hidden = _feather(~visibility, width, beyond_edge=True)  # 0 on V, 1 from ``width`` texels outside it
-    return torch.from_numpy(1.0 - hidden).to(visibility.device)
 
 
 StepCallback = Callable[[dict[str, Any]], None]
@@ -760,124 +499,10 @@ NO_LIGHT = ("no light estimated: too little skin seen, or no plausible light fit
             "at its edges than a light makes it: hair or shadows the occlusion step missed)")
 
 
-def lit_texture(albedo: torch.Tensor, shading: torch.Tensor, sampled: torch.Tensor, visibility: torch.Tensor,
-                valid: torch.Tensor, width: float | None) -> torch.Tensor:
-    """The lit texture of a refinement in albedo space: the photo's texels on V, the albedo under
-    the photo's light (albedo x shading) beyond, blended across ``width`` texels outside V as the
-    lit refinement blends (:func:`keep_visible_weight`); ``width`` None: albedo x shading everywhere.
-
-    Args:
-        albedo: (3, S, S) float32 in [0, 1].
-        shading: (3, S, S) float32 >= 0.
-        sampled: (3, S, S) float32 I_S (ignored outside ``visibility``).
-        visibility: (S, S) bool V.
-        valid: (S, S) bool texels inside the layout.
-
-    Returns:
-        (3, S, S) float32 in [0, 1] on the CPU, the border colours extended outside the layout.
-    """
-    lit = (albedo.detach().float().cpu() * shading.cpu()).clamp(0.0, 1.0)
-    if width is not None:
-        vis = visibility.cpu()
-        a = keep_visible_weight(vis, width)
-        i_s = torch.where(vis[None], sampled.detach().float().cpu(), lit)
-        lit = a * i_s + (1.0 - a) * lit
-    filled = extend_outside(lit.permute(1, 2, 0).numpy().astype(np.float64), valid.cpu().numpy())
-    return torch.from_numpy(np.ascontiguousarray(filled)).permute(2, 0, 1).float().contiguous()
 
 
-#: A notice is given when more than this share of an eye's, a brow's or the lips' texels is hidden
-#: with no visible mirror and no prior is given (on the 19 dev photos without a mask the most is
-#: 0.35, a turned face's far eye corner, at S = 128 and 512; under the sunglasses probe both eyes are at 1.0).
-HIDDEN_FEATURE_NOTICE = 0.5
-#: The features the notice names (the nose's underside is never seen, so it is left out).
-NOTICE_FEATURES = {"LEFT_EYE": "the left eye", "RIGHT_EYE": "the right eye", "LEFT_EYEBROW": "the left brow",
-                   "RIGHT_EYEBROW": "the right brow", "LIPS": "the lips"}
 
 
-def synthesis_report(visibility: torch.Tensor, layout: UVLayout, uvr: Any) -> dict[str, float]:
-    """Share of each facial feature's texels (:func:`facerefiner.layout.feature_masks`) that are
-    hidden and whose mirror texel is hidden too (what only a prior can give structure)."""
-    from .complete import mirror_texture, mirror_uv
-    from .layout import feature_masks
-
-    S = visibility.shape[-1]
-    feats = feature_masks(layout, S)
-    if not feats or layout.mirror is None:
-        return {}
-    valid = uvr.valid.cpu()
-    vis = visibility.cpu() & valid
-    lost = valid & ~vis & ~(mirror_texture(vis[None].float(), mirror_uv(layout, S, uvr))[0] > 0.999)
-    out = {}
-    for name, m in feats.items():
-        m = torch.as_tensor(np.array(m)) & valid  # (the cached masks are read-only)
-        out[name] = round(float((m & lost).sum()) / max(1.0, float(m.sum())), 4)
-    return out
-
-
-def content_texture(image: np.ndarray, unwrapped: UnwrapResult, layout: UVLayout, uvr: Any, *, detail: bool,
-                    seed: int = 0, prior: Any = None) -> tuple[torch.Tensor, dict[str, Any]]:
-    """The project's content texture I_C for one photo: the Poisson completion, with the hidden
-    region synthesised when ``detail`` (the person's skin grain) and ``prior`` (structure of hidden
-    features; entries of this very photo, found by its pixel digest, are left out).
-
-    Args:
-        image: (H, W, 3) uint8 RGB photo (for its digest).
-        unwrapped: the photo's :func:`facerefiner.unwrap` at the texture size.
-        uvr: the layout's :func:`facerefiner.unwrap.uv_raster` at that size.
-
-    Returns:
-        ``(initial, synthesis)``: (3, S, S) float32 I_C in [0, 1] and the record of what was done
-        (``detail``, ``hidden_features`` per feature, ``prior``'s entries, or a ``notice``).
-    """
-    synthesis: dict[str, Any] = {"detail": bool(detail)}
-    hidden = synthesis_report(unwrapped.visibility, layout, uvr)
-    synthesis["hidden_features"] = hidden
-    lost = [NOTICE_FEATURES[k] for k, v in hidden.items() if k in NOTICE_FEATURES and v > HIDDEN_FEATURE_NOTICE]
-    guide = None
-    if prior is not None:
-        from .prior import fit, photo_digest
-
-        img, where, info = fit(prior, unwrapped.texture, unwrapped.visibility, uvr.valid,
-                               exclude=[photo_digest(image)])
-        guide = (img, where)
-        synthesis["prior"] = info
-    elif lost:
-        synthesis["notice"] = (f"{', '.join(lost)} {'is' if len(lost) == 1 else 'are'} hidden on both sides and "
-                               "filled without a prior (as skin); --prior FILE gives them structure "
-                               "(facerefiner prior build)")
-    initial = complete(unwrapped.texture, unwrapped.visibility, layout, uvr=uvr, detail=detail, seed=seed,
-                       guide=guide)
-    return initial, synthesis
-
-
-def upscale_texture(image: np.ndarray, geometry: FaceGeometry, texture: torch.Tensor, size: int, *,
-                    layout: UVLayout | None = None, mask: np.ndarray | None = None,
-                    feather: float = 1 / 64) -> torch.Tensor:
-    """The refined texture at a larger export size, with the photo's own detail where it has it.
-
-    I_X is upsampled (bicubic) to ``size``; the photo is unwrapped again at ``size`` and its texels
-    blended over the visible region, feathered inwards from the visibility boundary over
-    ``feather * size`` texels (as ``keep_visible``); outside the layout the border is extended.
-
-    Args:
-        image: (H, W, 3) uint8 RGB photo.
-        texture: (3, S, S) float32 I_X in [0, 1].
-        size: export size (texels), usually 1024 or 2048.
-        mask: optional (H, W) bool, True where the photo is not to be trusted.
-
-    Returns:
-        (3, size, size) float32 RGB in [0, 1] on the CPU.
-    """
-    layout = layout or default_layout()
-    uvr = uv_raster(layout, size)
-    un = unwrap(image, geometry, size, layout=layout, mask=mask, uvr=uvr)
-    up = F.interpolate(texture.detach().float().cpu()[None], size=(size, size), mode="bicubic",
-                       align_corners=False)[0].clamp_(0.0, 1.0)
-    a = visible_blend_weight(un.visibility, feather * size)
-    out = a * un.texture + (1.0 - a) * up
-    filled = extend_outside(out.permute(1, 2, 0).numpy(), uvr.valid.numpy())
-    return torch.from_numpy(np.ascontiguousarray(filled)).permute(2, 0, 1).clamp_(0.0, 1.0).contiguous()
 
 
 def prepare_content(content: torch.Tensor, size: int, valid: torch.Tensor) -> torch.Tensor:
@@ -893,7 +518,3 @@ def prepare_content(content: torch.Tensor, size: int, valid: torch.Tensor) -> to
     return torch.from_numpy(np.ascontiguousarray(filled)).permute(2, 0, 1).clamp(0, 1).contiguous()
 
 
-def config_dict(cfg: RefineConfig) -> dict[str, Any]:
-    d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
-    d["scales"] = list(cfg.scales)
-    return d
