@@ -36,3 +36,32 @@ def test_process_face_is_what_refine_photo_writes(tmp_path, detector):
     assert res.ok, res.error
     written = np.asarray(Image.open(tmp_path / "out" / "ffhq_00128" / "texture.png"))
     assert np.array_equal(written, to_uint8(f.texture))
+
+
+def test_a_head_with_an_export_scale_writes_its_texture_larger(detector):
+    """The ICT head's atlas gives the face fewer texels, so process_face exports at 2 S by default
+    (``--export-size`` overrides it); its teeth, gums and eyeballs keep one flat colour each at
+    the export size (the upsampling would blur them into their gutters)."""
+    from facerefiner.complete import part_map
+    from facerefiner.heads import get_head
+
+    path = need(FACES / "ffhq_00128.png")
+    rgb = load_image(path)
+    head = get_head("ict")
+    layout = head.layout()
+    geo = reconstruct(rgb, detector=detector, head=head)
+    cfg = preset("quick", steps=(2,), size=64, seed=5)
+    ext = get_extractor("patches")
+    opts = RefineOptions(size=64, device="cpu", occlusion="off", delight=False, head="ict")
+    f = process_face(rgb, geo, layout, opts, cfg, extractor=ext, source=str(path))
+    assert head.export_scale == 2 and f.texture.shape == (3, 128, 128) and f.report["export_size"] == 128
+    labels = part_map(layout, 128)
+    vis = torch.nn.functional.interpolate(f.visibility[None, None].float(), size=(128, 128))[0, 0] > 0.5
+    for label in head.part_colours():
+        unseen = torch.from_numpy(labels == label) & ~vis
+        if unseen.sum() > 20:
+            px = f.texture[:, unseen]
+            assert float((px - px[:, :1]).abs().max()) < 1e-6, label
+    g = process_face(rgb, geo, layout, RefineOptions(size=64, device="cpu", occlusion="off", delight=False, head="ict",
+                                                     export_size=64), cfg, extractor=ext, source=str(path))
+    assert g.texture.shape == (3, 64, 64) and "export_size" not in g.report

@@ -74,6 +74,25 @@ def test_visibility_follows_pose_and_mask(detector):
     assert 0 < un_half.visibility.sum() < un.visibility.sum()
 
 
+def test_triangles_the_layout_does_not_sample_are_never_visible(ffhq_photo, detector):
+    import dataclasses
+
+    from facerefiner.unwrap import uv_raster
+
+    rgb = load_image(ffhq_photo)
+    geo = reconstruct_all(rgb, detector=detector)[0]
+    lay = default_layout()
+    cx = lay.uv[lay.faces].mean(1)[:, 0]
+    part = dataclasses.replace(lay, sampled=cx > 0.5)  # only the atlas's right half may be sampled
+    full, half = unwrap(rgb, geo, 256, layout=lay).visibility.numpy(), unwrap(rgb, geo, 256, layout=part).visibility.numpy()
+    tri = uv_raster(part, 256).rast[0, ..., 3].long().numpy() - 1
+    never = (tri >= 0) & ~part.sampled[np.clip(tri, 0, None)]
+    assert never.any() and not (half & never).any()
+    assert not (half & ~full).any() and half.sum() > 0.3 * full.sum()
+    with pytest.raises(ValueError, match="sampled: expected shape"):
+        dataclasses.replace(lay, sampled=np.ones(3, bool))
+
+
 def test_render_face_matches_cache_and_eyes_are_textured(ffhq_photo, detector):
     rgb = load_image(ffhq_photo)
     geo = reconstruct_all(rgb, detector=detector)[0]

@@ -116,7 +116,8 @@ def _seam_links(layout: UVLayout, size: int) -> tuple[np.ndarray, np.ndarray, np
 
 
 def poisson_fill(target: np.ndarray, known: np.ndarray, valid: np.ndarray, guide: np.ndarray,
-                 use_guide: np.ndarray, links: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
+                 use_guide: np.ndarray, links: tuple[np.ndarray, ...] | None = None,
+                 labels: np.ndarray | None = None) -> np.ndarray:
     """Solve for the texels ``valid & ~known``.
 
     Args:
@@ -129,6 +130,9 @@ def poisson_fill(target: np.ndarray, known: np.ndarray, valid: np.ndarray, guide
             carry the same label, so two guides meeting (the mirror image, a prior) leave no step.
         links: optional ``(ys, xs, yt, xt)`` more neighbour pairs (:func:`seam_links`: across the
             atlas's seams), with zero gradient.
+        labels: optional (H, W) int surface label per texel (:func:`part_map`): texels of two
+            surfaces are no neighbours (a mouth socket's dark interior beside the back of the head
+            in one chart, or welded to the lips' inner edge, does not flow into the skin).
 
     Returns:
         (H, W, C) float64 with the unknown texels filled.
@@ -142,8 +146,12 @@ def poisson_fill(target: np.ndarray, known: np.ndarray, valid: np.ndarray, guide
     rows, cols, vals = [], [], []
     diag = np.zeros(n)
     rhs = np.zeros((n, C))
+    anchored = np.zeros(n, bool)  # unknown texels with a known neighbour
     extra = [(*links, True)] if links is not None and len(links[0]) else []
     for ys, xs, yt, xt, *seam in [(*p, False) for p in pairs] + extra:
+        if labels is not None:
+            same = labels[ys, xs] == labels[yt, xt]
+            ys, xs, yt, xt = ys[same], xs[same], yt[same], xt[same]
         p, q = idx[ys, xs], idx[yt, xt]
         # Guidance gradient along the edge p->q: from the guide where both ends use it (none across a seam).
         la, lb = use_guide[ys, xs], use_guide[yt, xt]
@@ -159,6 +167,7 @@ def poisson_fill(target: np.ndarray, known: np.ndarray, valid: np.ndarray, guide
             vals.append(-np.ones(bu.sum()))
             bk = ~bu
             np.add.at(rhs, diag_idx[bk], target[yb[m][bk], xb[m][bk]])
+            anchored[diag_idx[bk]] = True
     # Texels of an unknown component with no known neighbour at all get a tiny pull toward the
     # guide (or grey), which keeps the system non-singular.
     eps = 1e-6
@@ -170,6 +179,26 @@ def poisson_fill(target: np.ndarray, known: np.ndarray, valid: np.ndarray, guide
     solve = spla.factorized(A.tocsc())
     sol = np.stack([solve(rhs[:, c]) for c in range(C)], axis=1)
     out[ys, xs] = sol
+    if labels is not None:
+        # a sliver of one surface cut off by another's texels (no known texel of its own surface
+        # reachable) takes the nearest reached texel of its surface instead of the grey anchor
+        import scipy.sparse.csgraph as cg
+        from scipy import ndimage
+
+        _, comp = cg.connected_components(A, directed=False)
+        reached = np.zeros(comp.max() + 1, bool)
+        reached[comp[anchored]] = True
+        lost = ~reached[comp]
+        if lost.any():
+            good = valid.copy()
+            good[ys[lost], xs[lost]] = False
+            for lab in np.unique(labels[ys[lost], xs[lost]]):
+                src = good & (labels == lab)
+                if not src.any():
+                    continue
+                _, (iy, ix) = ndimage.distance_transform_edt(~src, return_indices=True)
+                sel = lost & (labels[ys, xs] == lab)
+                out[ys[sel], xs[sel]] = out[iy[ys[sel], xs[sel]], ix[ys[sel], xs[sel]]]
     return out
 
 
@@ -282,7 +311,8 @@ def complete(texture: torch.Tensor, visibility: torch.Tensor, layout: UVLayout |
         guide_img = np.where(g_where[..., None], g_img.permute(1, 2, 0).numpy(), mir_tex)
         use_guide = np.where(g_where, 2, use_guide).astype(np.int8)
     img = tex.permute(1, 2, 0).numpy().astype(np.float64)
-    out = poisson_fill(img, vis, valid, guide_img, use_guide, links=seam_links(layout, S))
+    labels = part_map(layout, S, uvr) if layout.parts is not None else None
+    out = poisson_fill(img, vis, valid, guide_img, use_guide, links=seam_links(layout, S), labels=labels)
     if detail:
         # not where the mirror gives it; on a prior's features too: the prior's structure is a blend
         # of other faces at PRIOR_SIZE, smoother than this photo, and the grain on top is the person's

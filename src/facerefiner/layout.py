@@ -63,6 +63,11 @@ class UVLayout:
             mouth interior, ...), or None (one surface). A texel is seen in the photo only where
             the nearest surface at its pixel is its own part: an eyeball just behind the lids
             does not take the lids' colour, whatever the depth tolerance.
+        face: (n,) int64 indices of the vertices of the face proper (brows to chin, cheek to cheek:
+            what a face detector boxes) for a head that has more (ears, neck, scalp); None: every
+            vertex is face (a face mask). See :meth:`face_points`.
+        sampled: (F,) bool, the triangles whose texels may take the photo's colour (unwrap leaves
+            the others out of V, and the synthesis fills them); None: every triangle.
 
     Instances compare and hash by identity, so they can be used as cache keys; treat the arrays as
     read-only (:func:`default_layout` returns one shared instance).
@@ -77,22 +82,35 @@ class UVLayout:
     features: dict | None = None
     weld: np.ndarray | None = None
     parts: np.ndarray | None = None
+    face: np.ndarray | None = None
+    sampled: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        for field in ("uv", "faces", "mirror", "weld", "parts"):
+        dtypes = {"uv": np.float64, "sampled": bool}
+        for field in ("uv", "faces", "mirror", "weld", "parts", "face", "sampled"):
             a = getattr(self, field)
             if a is not None:
                 # own copy (writable, so that torch.as_tensor does not warn); do not modify in place:
                 # default_layout() is a shared cached instance
-                object.__setattr__(self, field, np.array(a, dtype=np.float64 if field == "uv" else np.int64))
+                object.__setattr__(self, field, np.array(a, dtype=dtypes.get(field, np.int64)))
         if self.uv.ndim != 2 or self.uv.shape[1] != 2:
             raise ValueError(f"uv: expected shape (V, 2), got {self.uv.shape}")
         if self.faces.ndim != 2 or self.faces.shape[1] != 3:
             raise ValueError(f"faces: expected shape (F, 3), got {self.faces.shape}")
+        if self.sampled is not None and self.sampled.shape != (len(self.faces),):
+            raise ValueError(f"sampled: expected shape ({len(self.faces)},), got {self.sampled.shape}")
 
     @property
     def num_vertices(self) -> int:
         return int(self.uv.shape[0])
+
+    def face_points(self, points: np.ndarray) -> np.ndarray:
+        """The rows of ``points`` ((V, k), one per vertex of this layout) that belong to the face
+        proper (:attr:`face`; all of them for a face mask), e.g. to box the face for a detector."""
+        points = np.asarray(points)
+        if points.shape[0] != self.num_vertices:
+            raise ValueError(f"points: expected {self.num_vertices} rows (one per vertex), got {points.shape[0]}")
+        return points if self.face is None else points[self.face]
 
     def uv_tensor(self, device="cpu", dtype=None):
         """(V, 2) torch tensor of ``uv`` (image convention); float32 unless ``dtype`` is given."""
@@ -385,8 +403,9 @@ def layout_features(layout: UVLayout) -> dict[str, np.ndarray]:
 def feature_masks(layout: UVLayout, size: int, margin: float = FEATURE_MARGIN) -> dict[str, np.ndarray]:
     """Texels of each region of :func:`layout_features` (eyes, brows, lips, nose, ...).
 
-    Each feature is the convex hull of its vertices' UVs, grown by ``margin * size`` texels (so a
-    feature's vertices must lie in one chart).
+    Each feature is the convex hull of its vertices' UVs in each chart they lie in (a head's teeth
+    or eyeballs are many charts: one hull over them all would cover the face between), grown by
+    ``margin * size`` texels.
 
     Args:
         layout: any layout; one without features gives none.
@@ -405,16 +424,64 @@ def _feature_masks(layout: UVLayout, size: int, margin: float) -> dict[str, np.n
     r = max(1, int(round(margin * size)))
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
     out = {}
+    chart = vertex_charts(layout)
+    texel_chart = None
+    if chart.max() > 0:  # several charts: a feature grows only inside its own charts, not into a neighbour's
+        texel_chart = np.full((size, size), -1, np.int32)
+        pts = np.round((layout.uv[layout.faces] * size - 0.5) * 16).astype(np.int32)  # (F, 3, 2)
+        for t, c in zip(pts, chart[layout.faces[:, 0]]):
+            cv2.fillConvexPoly(texel_chart, t, int(c), lineType=cv2.LINE_8, shift=4)
     for name, idx in layout_features(layout).items():
+        idx = np.asarray(idx)
         if len(idx) < 3:
             continue
         m = np.zeros((size, size), np.uint8)
-        xy = layout.uv[idx] * size - 0.5
-        hull = cv2.convexHull(np.round(xy * 16).astype(np.int32))
-        cv2.fillConvexPoly(m, hull, 1, lineType=cv2.LINE_8, shift=4)
+        for c in np.unique(chart[idx]):
+            part = idx[chart[idx] == c]
+            if len(part) < 3:
+                continue
+            xy = layout.uv[part] * size - 0.5
+            hull = cv2.convexHull(np.round(xy * 16).astype(np.int32))
+            cv2.fillConvexPoly(m, hull, 1, lineType=cv2.LINE_8, shift=4)
         out[name] = cv2.dilate(m, disc).astype(bool)
+        if texel_chart is not None:
+            out[name] &= np.isin(texel_chart, np.unique(chart[idx]))
         out[name].flags.writeable = False
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def vertex_charts(layout: UVLayout) -> np.ndarray:
+    """(V,) int64 the chart of each vertex: the connected pieces of the layout's triangles in UV
+    space (vertices joined by a triangle's edge; the copies of a seam vertex are in different
+    charts). Computed once per layout."""
+    import scipy.sparse as sp
+    import scipy.sparse.csgraph as cg
+
+    f = layout.faces
+    r = np.concatenate([f[:, 0], f[:, 1], f[:, 2]])
+    c = np.concatenate([f[:, 1], f[:, 2], f[:, 0]])
+    n = layout.num_vertices
+    _, lab = cg.connected_components(sp.coo_matrix((np.ones(len(r)), (r, c)), shape=(n, n)), directed=False)
+    return lab.astype(np.int64)
+
+
+@functools.lru_cache(maxsize=32)
+def face_region_mask(layout: UVLayout, size: int) -> np.ndarray:
+    """(S, S) bool, the texels of the face proper: the convex hull of the UVs of
+    :attr:`UVLayout.face` (forehead to chin; not a head's neck, ears or scalp), or every texel for
+    a face mask (``face`` None). Read-only, computed once per layout and size."""
+    import cv2
+
+    if layout.face is None:
+        m = np.ones((size, size), bool)
+    else:
+        m8 = np.zeros((size, size), np.uint8)
+        hull = cv2.convexHull(np.round((layout.uv[layout.face] * size - 0.5) * 16).astype(np.int32))
+        cv2.fillConvexPoly(m8, hull, 1, lineType=cv2.LINE_8, shift=4)
+        m = m8.astype(bool)
+    m.flags.writeable = False
+    return m
 
 
 def feature_mask(layout: UVLayout, size: int, margin: float = FEATURE_MARGIN) -> np.ndarray:

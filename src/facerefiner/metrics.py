@@ -381,7 +381,7 @@ def identity_distances(photo: np.ndarray, texture: torch.Tensor, geometry: FaceG
     turned to each yaw of ``yaws`` (absolute, degrees; about the model's vertical axis, so with
     pitch and roll the pose's yaw is close to, not exactly, the target: see ``turned_yaw_deg``),
     rendered on a plain grey background. Each face is aligned by dlib's 5-point predictor on the
-    projected mesh's 2D box.
+    projected face's 2D box (``layout.face``: a head's face, not its ears and neck).
 
     Raises:
         EvalExtraMissing: dlib or face_recognition_models is not installed.
@@ -391,7 +391,7 @@ def identity_distances(photo: np.ndarray, texture: torch.Tensor, geometry: FaceG
     layout = layout or default_layout()
     model = model or identity_model()
     c = _face_crop(photo, geometry, layout, max_side)
-    box = bounding_box(c.camera.project(geometry.vertices))
+    box = bounding_box(layout.face_points(c.camera.project(geometry.vertices)))  # a head's face, not its neck
     ref = model.descriptor(c.photo, box)
     img, vis = _render_rgba(texture, visibility, c.cache, premultiplied=True)
     a = torch.where(c.covered, vis, torch.zeros_like(vis))[None]
@@ -403,9 +403,9 @@ def identity_distances(photo: np.ndarray, texture: torch.Tensor, geometry: FaceG
         turned, actual = {}, {}
         for yaw in yaws:
             im, xy, cam = turned_view(texture.detach().float(), geometry, layout, yaw - geometry.yaw,
-                                      size=TURNED_SIZE, background=TURNED_BACKGROUND, margin=0.3)
+                                      size=TURNED_SIZE, background=TURNED_BACKGROUND, margin=0.3, frame=layout.face)
             key = f"{yaw:+.0f}"
-            turned[key] = model.distance(ref, model.descriptor(_u8(im), bounding_box(xy)))
+            turned[key] = model.distance(ref, model.descriptor(_u8(im), bounding_box(layout.face_points(xy))))
             actual[key] = round(_pose(cam)[0], 2)
         out["turned"] = turned
         out["turned_yaw_deg"] = actual

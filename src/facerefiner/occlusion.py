@@ -576,13 +576,17 @@ def _rules(ns_pix: np.ndarray, c: _Crop, layout: UVLayout, features: np.ndarray 
     # (texels far from any seen skin get 0 from the lowpass: no evidence of an occluder)
     ring = _share_around(ns, seen & ~wide, RING_SIGMA * U)
     surrounded = narrow & (ring >= RING_SHARE)
-    # the beard zone: below the nose; symmetric non-skin there is facial hair
+    # the beard zone: below the nose, on the face proper (a head's neck is below the chin: a collar
+    # or a scarf there is symmetric too, and not a beard); symmetric non-skin there is facial hair
     beard = np.zeros((U, U), bool)
     one_sided = np.zeros((U, U), bool)
     zone = np.zeros((U, U), bool)
     if "NOSE" in narrow_d and narrow_d["NOSE"].any():
+        from .layout import face_region_mask
+
         rows = np.nonzero(narrow_d["NOSE"].any(1))[0]
         zone[rows.max():] = True
+        zone &= face_region_mask(layout, U)
         beard = zone
         if layout.mirror is not None:
             muv = mirror_uv(layout, U).numpy()

@@ -187,7 +187,8 @@ class RefineOptions(UnwrapConfig):
     """Estimate the photo's light and refine in albedo space (the photo's texels de-lit, completed and refined, the rendering term lit by that light); write albedo.png and light.json, and texture.png as the photo's texels plus the albedo under the photo's light; mesh.glb then carries the albedo."""
     export_size: int | None = None
     """Write texture.png (and mesh.glb's texture) at this size: the refined texture upsampled, with
-    the photo's own texels where it shows the face (None: the optimisation's size)."""
+    the photo's own texels where it shows the face (None: the optimisation's size times the head's
+    export scale: 1 for mediapipe, 2 for ict)."""
 
 
 def load_content(path: Path) -> torch.Tensor:
@@ -248,7 +249,9 @@ def process_face(rgb: np.ndarray, geo: FaceGeometry, layout: UVLayout, opts: Ref
     """
     from dataclasses import replace
 
-    from .refine import NO_LIGHT, config_dict, refine, upscale_texture
+    from .postprocess import upscale_texture
+    from .presets import config_dict
+    from .refine import NO_LIGHT, refine
     from .views import contact_sheet
 
     stage = on_stage or (lambda s: None)
@@ -310,16 +313,26 @@ def process_face(rgb: np.ndarray, geo: FaceGeometry, layout: UVLayout, opts: Ref
     if r.extra.get("synthesis", {}).get("notice"):
         notes.append(r.extra["synthesis"]["notice"])
     out_tex = r.texture
-    if opts.export_size and opts.export_size != r.texture.shape[-1]:
+    export_size = opts.export_size or r.texture.shape[-1] * head.export_scale
+    if export_size != r.texture.shape[-1]:
         stage("export")
         te = time.perf_counter()
-        out_tex = upscale_texture(rgb, geo, r.texture, opts.export_size, layout=layout, mask=face_m)
+        out_tex = upscale_texture(rgb, geo, r.texture, export_size, layout=layout, mask=face_m)
+        if cols:  # the parts' own colours again at the export size (the upsampling blurs them into the gutters)
+            from .complete import extend_outside, fill_parts
+
+            vis_up = torch.nn.functional.interpolate(r.visibility[None, None].float(), size=(export_size,) * 2,
+                                                     mode="nearest")[0, 0] > 0.5
+            uvr = uv_raster(layout, export_size)
+            out_tex = fill_parts(out_tex, vis_up, layout, cols, uvr=uvr)
+            filled = extend_outside(out_tex.permute(1, 2, 0).numpy(), uvr.valid.numpy())
+            out_tex = torch.from_numpy(np.ascontiguousarray(filled)).permute(2, 0, 1).clamp(0, 1).contiguous()
         if albedo is not None:  # the albedo at the same size (upsampled: it has no photo texels to re-sample)
-            up = torch.nn.functional.interpolate(albedo.albedo[None].float(), size=(opts.export_size,) * 2,
+            up = torch.nn.functional.interpolate(albedo.albedo[None].float(), size=(export_size,) * 2,
                                                  mode="bicubic", align_corners=False)[0].clamp(0, 1)
             albedo = replace(albedo, albedo=up)
         timings["export"] = time.perf_counter() - te
-        report["export_size"] = int(opts.export_size)
+        report["export_size"] = int(export_size)
     return FaceResult(texture=out_tex, sampled=r.sampled, visibility=r.visibility, initial=r.initial, albedo=albedo,
                       unwrapped=r.unwrapped, occlusion=face_m, composite=comp, views=sheet, timings=timings,
                       report=report, notes=notes)

@@ -115,11 +115,20 @@ def keep_visible_weight(visibility: torch.Tensor, width: float) -> torch.Tensor:
 
 
 
+#: Beyond V the lit texture's shading is no darker than this quantile of the shading over V (per
+#: channel): the photo's light leaves the far side of a whole head (its back, under a frontal key
+#: light) nearly black, a colour the photo never shows; a viewer without lights would show it so
+#: (deca_exp_1 on the ICT head: a third of its hidden skin texels came out black, under 1.5/255).
+HIDDEN_SHADING_FLOOR = 0.1
+
+
 def lit_texture(albedo: torch.Tensor, shading: torch.Tensor, sampled: torch.Tensor, visibility: torch.Tensor,
-                valid: torch.Tensor, width: float | None) -> torch.Tensor:
+                valid: torch.Tensor, width: float | None, floor: float | None = HIDDEN_SHADING_FLOOR) -> torch.Tensor:
     """The lit texture of a refinement in albedo space: the photo's texels on V, the albedo under
     the photo's light (albedo x shading) beyond, blended across ``width`` texels outside V as the
     lit refinement blends (:func:`keep_visible_weight`); ``width`` None: albedo x shading everywhere.
+    The shading is raised to at least its ``floor`` quantile over V (:data:`HIDDEN_SHADING_FLOOR`;
+    None: as the light gives it).
 
     Args:
         albedo: (3, S, S) float32 in [0, 1].
@@ -131,7 +140,12 @@ def lit_texture(albedo: torch.Tensor, shading: torch.Tensor, sampled: torch.Tens
     Returns:
         (3, S, S) float32 in [0, 1] on the CPU, the border colours extended outside the layout.
     """
-    lit = (albedo.detach().float().cpu() * shading.cpu()).clamp(0.0, 1.0)
+    shading = shading.float().cpu()
+    seen = visibility.cpu() & valid.cpu()
+    if floor is not None and int(seen.sum()) > 0:
+        low = torch.quantile(shading[:, seen], float(floor), dim=1)  # (3,)
+        shading = torch.maximum(shading, low[:, None, None])
+    lit = (albedo.detach().float().cpu() * shading).clamp(0.0, 1.0)
     if width is not None:
         vis = visibility.cpu()
         a = keep_visible_weight(vis, width)

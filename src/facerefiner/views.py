@@ -20,15 +20,19 @@ SHEET_YAWS = (-45.0, -20.0, 20.0, 45.0)
 
 
 def turned_view(texture: torch.Tensor, geometry: FaceGeometry, layout: UVLayout, yaw: float, size: int = 256,
-                background: float = 1.0, margin: float = 0.12) -> tuple[torch.Tensor, np.ndarray, Camera]:
+                background: float = 1.0, margin: float = 0.12,
+                frame: np.ndarray | None = None) -> tuple[torch.Tensor, np.ndarray, Camera]:
     """Render the face turned by ``yaw`` degrees (positive: toward the image's right).
+
+    The view is framed on the box of the projected vertices (``frame``: only those, (n,) int64
+    indices, e.g. ``layout.face`` to frame a head's face), grown by ``margin`` of its side.
 
     Returns:
         ``(image, xy, camera)``: (3, size, size) float in [0, 1] on a grey-level ``background``, the
         (V, 2) projected vertices in that image, and the camera used.
     """
     cam = geometry.camera.turned(yaw, center=geometry.vertices.mean(0))
-    proj = cam.project(geometry.vertices)
+    proj = cam.project(geometry.vertices if frame is None else geometry.vertices[frame])
     x0, y0 = proj[:, :2].min(0)
     x1, y1 = proj[:, :2].max(0)
     side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)

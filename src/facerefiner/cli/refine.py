@@ -9,7 +9,7 @@ import typer
 
 from ..configdoc import field_help, settable_fields
 from ..pipeline import RefineOptions, expand_inputs, load_content, refine_photo
-from ..refine import PRESETS, RefineConfig
+from ..presets import PRESETS, RefineConfig
 from .common import err, finish, run_photos, usage_error
 from .main import app
 
@@ -67,7 +67,8 @@ def refine_cmd(
     from ..features import get_extractor
     from ..io import check_writable_dir, ensure_writable_dir
     from ..heads import get_head
-    from ..refine import preset as make_preset, resolve_device
+    from ..presets import preset as make_preset
+    from ..refine import resolve_device
     from ..resources import check_memory, refine_memory_mb, refine_sizes
 
     if preset not in PRESETS:
@@ -98,7 +99,7 @@ def refine_cmd(
     except ValueError as e:
         usage_error(f"{e} (check --size, --steps, --passes and --preset)")
     if settings:
-        from ..refine import apply_overrides
+        from ..presets import apply_overrides
 
         try:
             cfg = apply_overrides(cfg, settings)
@@ -125,7 +126,8 @@ def refine_cmd(
             loaded_prior = load_prior(prior, layout)
         dev = resolve_device(device)
         if dev.type == "cpu":
-            check_memory(refine_memory_mb(cfg, export_size=export_size), "--size", cfg.size,
+            check_memory(refine_memory_mb(cfg, export_size=export_size or cfg.size * get_head(head).export_scale),
+                         "--size", cfg.size,
                          sizes=refine_sizes(cfg))
         extractor = get_extractor(cfg.features, weights=vgg_weights, weights_format=vgg_format, device=dev)
         ensure_writable_dir(out)

@@ -41,6 +41,10 @@ class HeadModel:
     description: str = ""
     #: Yaw angles (degrees) of the turned views in ``views.png``.
     sheet_yaws: tuple[float, ...] = (-45.0, -20.0, 20.0, 45.0)
+    #: ``texture.png`` is written at this multiple of the optimisation's size S unless
+    #: ``--export-size`` says otherwise (a head whose atlas gives the face a smaller share of the
+    #: texture needs more texels for the same detail).
+    export_scale: int = 1
 
     def layout(self, uv_layout: str | Path | None = None):
         """The model's :class:`~facerefiner.layout.UVLayout` (``uv_layout``: an alternative OBJ,
