@@ -45,3 +45,28 @@ def test_write_report_round_trips_and_refuses_nan_leaving_the_old_one(tmp_path):
     assert json.loads((tmp_path / REPORT).read_text()) == {"head": "ict", "timings_s": {"load": 0.5}}
     assert not [p for p in tmp_path.iterdir() if p.name != REPORT]  # no temporary file left behind
     assert len(set(FILES)) == len(FILES) and REPORT in FILES
+
+
+def test_face_report_reads_each_key_typed_and_treats_a_wrong_type_as_absent():
+    from pathlib import Path
+
+    from facerefiner.folder import FaceReport
+    from facerefiner.heads import DEFAULT_HEAD
+
+    d = {"input": "photos/me.jpg", "head": "ict", "uv_layout": "ict-facekit", "texture_size": 512,
+         "export_size": 1024, "visible_fraction": 0.25, "cos_threshold": 0.4,
+         "head_pose_deg": {"yaw": 10.0, "pitch": -2.0, "roll": 0.5}, "timings_s": {"load": 0.5, "refine": 40, "x": "?"},
+         "faces_in_photo": 2, "photo_faces": 1, "occlusion": {"face_share": {"total": 0.031}},
+         "refine": {"device": "cpu"}, "settings": {"mask": "m.png"}, "metrics": {"fidelity": {"psnr": 50.0}}}
+    r = FaceReport(d)
+    assert r.input == Path("photos/me.jpg") and r.head == "ict" and r.uv_layout == "ict-facekit"
+    assert (r.texture_size, r.export_size, r.visible_fraction, r.cos_threshold) == (512, 1024, 0.25, 0.4)
+    assert r.head_pose_deg["yaw"] == 10.0 and r.timings_s == {"load": 0.5, "refine": 40}
+    assert (r.faces_in_photo, r.photo_faces, r.occlusion_share) == (2, 1, 0.031)
+    assert r.refine == {"device": "cpu"} and r.mask == "m.png" and r.metrics["fidelity"]["psnr"] == 50.0
+    # an older or hand-edited report: absent keys read as their defaults, wrong types as absent
+    old = FaceReport({"texture_size": "512", "visible_fraction": True, "timings_s": [1, 2], "refine": "yes",
+                      "occlusion": {"face_share": 0.5}, "input": ""})
+    assert old.head == DEFAULT_HEAD and old.input is None and old.texture_size is None and old.visible_fraction is None
+    assert old.timings_s == {} and old.refine is None and old.occlusion_share is None and old.mask is None
+    assert FaceReport(None).data == {} and FaceReport(None).head_pose_deg == {}

@@ -423,17 +423,19 @@ def summary_line(name: str, rep: dict, *, size: int, preset: str, features: str,
     When the photo holds more than one face it says which one was done (the app does the largest
     only), so that a group photo's other faces are not silently missing.
     """
-    pose = rep.get("head_pose_deg", {})
-    head = rep.get("head")
+    from .folder import FaceReport
+
+    r = FaceReport(rep)
+    pose = r.head_pose_deg
     line = (f"**{name}**: {size} x {size} texture, preset `{preset}`, features `{features}`, "
-            f"{f'head `{head}`, ' if head else ''}{secs:.1f} s; "
+            f"head `{r.head}`, {secs:.1f} s; "
             f"head yaw {pose.get('yaw', 0):+.0f}°, pitch {pose.get('pitch', 0):+.0f}°; "
-            f"{rep.get('visible_fraction', 0) * 100:.0f} % of the texture seen in the photo")
-    share = (rep.get("occlusion") or {}).get("face_share", {}).get("total")
+            f"{(r.visible_fraction or 0) * 100:.0f} % of the texture seen in the photo")
+    share = r.occlusion_share
     if share:
         line += f"; {share * 100:.0f} % of the face left out as occluded (see the contact sheet's second tile)"
-    n = rep.get("faces_in_photo")
-    if isinstance(n, int) and n > 1:
+    n = r.faces_in_photo
+    if n is not None and n > 1:
         line += f"; 1 of {n} faces in the photo (the largest; the command line's `--all-faces` does every face)"
     return line + ("; occlusion mask applied" if masked else "")
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .errors import OutputError
-from .folder import is_face_folder, report_or_none
+from .folder import FaceReport, is_face_folder, report_or_none
 from .io import atomic_write_bytes, save_json
 from .pipeline import PhotoResult, face_folder_names
 
@@ -103,8 +103,6 @@ class BatchResult:
                 "counts": self.counts(), "photos": [r.to_json() for r in self.records]}
 
 
-_report = report_or_none
-
 
 def finished_folders(photo: Path, out: Path, all_faces: bool = False, command: str = "") -> list[str] | None:
     """Names of ``photo``'s complete face folders under ``out``, or None when it is not finished.
@@ -124,11 +122,11 @@ def finished_folders(photo: Path, out: Path, all_faces: bool = False, command: s
     if not all_faces:
         names = face_folder_names(stem, 1, False)
     else:
-        first = _report(out / f"{stem}_face0")
+        first = report_or_none(out / f"{stem}_face0")
         if first is None:
             return None
-        n = first.get("photo_faces")
-        if isinstance(n, int) and not isinstance(n, bool) and n >= 1:
+        n = FaceReport(first).photo_faces
+        if n is not None and n >= 1:
             names = face_folder_names(stem, n, True)
         else:  # a report from before photo_faces: the consecutive folders present
             names, i = [], 0
@@ -139,8 +137,8 @@ def finished_folders(photo: Path, out: Path, all_faces: bool = False, command: s
         if not is_face_folder(out / nm):
             return None
         if command == "refine":
-            rep = _report(out / nm)
-            if rep is None or not isinstance(rep.get("refine"), dict):
+            rep = report_or_none(out / nm)
+            if rep is None or FaceReport(rep).refine is None:
                 return None
     return names
 

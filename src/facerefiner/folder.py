@@ -4,7 +4,8 @@ Every verb that writes a face folder (``unwrap``, ``refine``, the benchmark) wri
 :func:`write_face_folder` (into a temporary folder that :func:`facerefiner.io.atomic_dir` renames
 into place, so "the folder has a report.json" means "finished"); every reader finds face folders
 with :func:`face_folders` / :func:`is_face_folder` and reads the report with :func:`read_report`
-(a user-facing :class:`~facerefiner.errors.InputError` naming the file) or :func:`report_or_none`.
+(a user-facing :class:`~facerefiner.errors.InputError` naming the file) or :func:`report_or_none`,
+and its keys through :class:`FaceReport` (each key spelled once, here).
 
 Files (those a verb writes; ``FILES`` lists them in the order the gallery links them):
 
@@ -65,7 +66,7 @@ THUMB = "thumb.jpg"
 FILES = (TEXTURE, MESH_GLB, MESH_OBJ, REPORT, RENDER, VIEWS, SAMPLED, INITIAL, ALBEDO, LIGHT, CAMERA, VISIBILITY,
          OCCLUSION, MESH_MTL, THUMB)
 
-__all__ = ["REPORT", "FILES", "is_face_folder", "face_folders", "read_report", "report_or_none", "write_report",
+__all__ = ["REPORT", "FILES", "FaceReport", "is_face_folder", "face_folders", "read_report", "report_or_none", "write_report",
            "write_face_folder", "write_refined_files", "versions", "settings_json"]
 
 
@@ -116,6 +117,114 @@ def report_or_none(folder: str | os.PathLike) -> dict[str, Any] | None:
         return read_report(folder)
     except InputError:
         return None
+
+
+class FaceReport:
+    """A face folder's report.json, read: the keys its readers use, each spelled once here, typed,
+    with what a report without it (an older version's, or one edited by hand) means.
+
+    ``FaceReport(d)`` over the dict of :func:`read_report`; :attr:`data` is that dict. A key of
+    the wrong type reads as absent. The keys are written by :func:`write_face_folder` (and the
+    ``extra`` of the verb that wrote the folder), ``metrics`` by ``facerefiner eval``.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: dict[str, Any] | None) -> None:
+        self.data = data if isinstance(data, dict) else {}
+
+    def _get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+        v = self.data.get(key)
+        if isinstance(v, bool):  # JSON's true is not a number
+            return default
+        return v if isinstance(v, kind) else default
+
+    @property
+    def input(self) -> Path | None:
+        """The photo the folder was made from (``input``), or None."""
+        v = self._get("input", str)
+        return Path(v) if v else None
+
+    @property
+    def head(self) -> str:
+        """The head model's registry name (``head``; a report from before heads: the default)."""
+        from .heads import DEFAULT_HEAD
+
+        return self._get("head", str, DEFAULT_HEAD)
+
+    @property
+    def uv_layout(self) -> str | None:
+        """The UV layout's name (``uv_layout``)."""
+        return self._get("uv_layout", str)
+
+    @property
+    def texture_size(self) -> int | None:
+        """The optimisation's (or unwrap's) texture size S (``texture_size``)."""
+        return self._get("texture_size", int)
+
+    @property
+    def export_size(self) -> int | None:
+        """texture.png's size when it is not S (``export_size``), else None."""
+        return self._get("export_size", int)
+
+    @property
+    def visible_fraction(self) -> float | None:
+        """The share of the texture's texels that show the photo (``visible_fraction``)."""
+        return self._get("visible_fraction", (int, float))
+
+    @property
+    def cos_threshold(self) -> float | None:
+        """The visibility's cosine threshold (``cos_threshold``)."""
+        return self._get("cos_threshold", (int, float))
+
+    @property
+    def head_pose_deg(self) -> dict[str, float]:
+        """``{"yaw", "pitch", "roll"}`` in degrees (``head_pose_deg``; empty when absent)."""
+        return self._get("head_pose_deg", dict, {})
+
+    @property
+    def timings_s(self) -> dict[str, float]:
+        """Seconds per stage (``timings_s``; empty when absent)."""
+        return {k: v for k, v in self._get("timings_s", dict, {}).items() if isinstance(v, (int, float))}
+
+    @property
+    def photo_faces(self) -> int | None:
+        """How many face folders the run wrote for the photo (``photo_faces``; ``--all-faces``)."""
+        return self._get("photo_faces", int)
+
+    @property
+    def faces_in_photo(self) -> int | None:
+        """How many faces the photo has (``faces_in_photo``)."""
+        return self._get("faces_in_photo", int)
+
+    @property
+    def occlusion_share(self) -> float | None:
+        """The share of the face left out as occluded, all sources (``occlusion.face_share.total``)."""
+        share = (self._get("occlusion", dict, {}) or {}).get("face_share")
+        v = share.get("total") if isinstance(share, dict) else None
+        return v if isinstance(v, (int, float)) else None
+
+    @property
+    def refine(self) -> dict[str, Any] | None:
+        """What the refinement did (``refine``: config, features, device, loss history), or None
+        for an unwrap folder."""
+        return self._get("refine", dict)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The run's settings (``settings``; empty when absent)."""
+        return self._get("settings", dict, {})
+
+    @property
+    def mask(self) -> str | None:
+        """The user's ``--mask`` file (``settings.mask``), or None."""
+        v = self.settings.get("mask")
+        return v if isinstance(v, str) and v else None
+
+    @property
+    def metrics(self) -> dict[str, Any] | None:
+        """``facerefiner eval``'s metrics (``metrics``), or None before it ran."""
+        return self._get("metrics", dict)
 
 
 def write_report(folder: str | os.PathLike, report: dict[str, Any]) -> None:

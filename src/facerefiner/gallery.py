@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 from . import __version__
 from .errors import InputError, OutputError
-from .folder import FILES, THUMB, face_folders as folder_face_folders, read_report
+from .folder import FILES, THUMB, FaceReport, face_folders as folder_face_folders, read_report
 from .io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -111,31 +111,29 @@ def metric_cells(metrics: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _facts(report: dict[str, Any]) -> list[str]:
+    r = FaceReport(report)
     out: list[str] = []
-    ref = report.get("refine")
-    out.append("refine" if isinstance(ref, dict) else "unwrap")
-    feats = ref.get("features") if isinstance(ref, dict) else None
+    ref = r.refine
+    out.append("refine" if ref is not None else "unwrap")
+    feats = ref.get("features") if ref is not None else None
     if isinstance(feats, dict):
         feats = feats.get("extractor")
     if isinstance(feats, str) and feats:
         out.append(f"features {feats}")
-    dev = ref.get("device") if isinstance(ref, dict) else None
+    dev = ref.get("device") if ref is not None else None
     if isinstance(dev, str) and dev:
         out.append(dev)
-    if isinstance(report.get("texture_size"), int):
-        out.append(f"{report['texture_size']} px")
-    vf = report.get("visible_fraction")
-    if isinstance(vf, (int, float)):
-        out.append(f"visible {vf:.0%}")
-    pose = report.get("head_pose_deg")
-    if isinstance(pose, dict) and isinstance(pose.get("yaw"), (int, float)):
-        out.append(f"yaw {pose['yaw']:+.0f}°")
-    t = report.get("timings_s")
-    if isinstance(t, dict):
-        s = sum(v for v in t.values() if isinstance(v, (int, float)) and not isinstance(v, bool))
-        out.append(f"{s:.1f} s")
-    if report.get("input"):
-        out.append(f"from {Path(str(report['input'])).name}")
+    if r.texture_size is not None:
+        out.append(f"{r.texture_size} px")
+    if r.visible_fraction is not None:
+        out.append(f"visible {r.visible_fraction:.0%}")
+    yaw = r.head_pose_deg.get("yaw")
+    if isinstance(yaw, (int, float)):
+        out.append(f"yaw {yaw:+.0f}°")
+    if "timings_s" in report and isinstance(report["timings_s"], dict):
+        out.append(f"{sum(r.timings_s.values()):.1f} s")
+    if r.input is not None:
+        out.append(f"from {r.input.name}")
     return out
 
 
@@ -157,8 +155,8 @@ def _face_html(folder: Path) -> str:
     links = [f'<a href="{_url(name, f)}">{_e(f)}</a>' for f in LINKED if (folder / f).is_file()]
     if links:
         parts.append(f'<p class="links">{" ".join(links)}</p>')
-    metrics = report.get("metrics")
-    if isinstance(metrics, dict):
+    metrics = FaceReport(report).metrics
+    if metrics is not None:
         cells = metric_cells(metrics)
         parts.append("<table><tr>" + "".join(f"<th>{_e(k)}</th>" for k, _ in cells) + "</tr><tr>"
                      + "".join(f"<td>{_e(v)}</td>" for _, v in cells) + "</tr></table>")

@@ -54,7 +54,7 @@ from .camera import Camera
 from .errors import FaceRefinerError, InputError
 from .layout import UVLayout, default_layout, load_layout
 from .reconstruct import FaceGeometry, euler_yxz
-from .folder import read_report, report_or_none, write_report
+from .folder import FaceReport, read_report, report_or_none, write_report
 from .io import to_uint8 as _u8
 from .unwrap import sample_side
 
@@ -857,8 +857,7 @@ def _find_rss(d: Any) -> float | None:
 def cost(report: dict[str, Any]) -> dict[str, Any]:
     """``{"wall_s": sum of report["timings_s"], "peak_rss_mb": ...}`` (RSS only when the report
     has a key with "rss" in its name: MB, or bytes when the key ends in "bytes")."""
-    t = report.get("timings_s") or {}
-    out: dict[str, Any] = {"wall_s": round(sum(float(v) for v in t.values() if isinstance(v, (int, float))), 4)}
+    out: dict[str, Any] = {"wall_s": round(sum(float(v) for v in FaceReport(report).timings_s.values()), 4)}
     rss = _find_rss({k: v for k, v in report.items() if k != "metrics"})
     if rss is not None:
         out["peak_rss_mb"] = round(rss, 1)
@@ -910,7 +909,7 @@ def geometry_from_folder(folder: str | os.PathLike) -> FaceGeometry:
     the head pose are recomputed from them and the camera.
     """
     from .export import read_obj_vertices
-    from .heads import DEFAULT_HEAD, get_head
+    from .heads import get_head
 
     folder = Path(folder)
     for name in ("mesh.obj", "camera.json"):
@@ -921,7 +920,7 @@ def geometry_from_folder(folder: str | os.PathLike) -> FaceGeometry:
         verts = read_obj_vertices(folder / "mesh.obj")
     except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
         raise InputError(f"{folder}: unreadable mesh.obj or camera.json ({type(e).__name__})") from None
-    head = get_head((report_or_none(folder) or {}).get("head", DEFAULT_HEAD))
+    head = get_head(FaceReport(report_or_none(folder)).head)
     n = head.layout().num_vertices
     if verts.shape != (n, 3):
         raise InputError(f"{folder / 'mesh.obj'}: has {len(verts)} vertices, expected {n} (head {head.name})")
@@ -938,10 +937,10 @@ def folder_layout(folder: Path, report: dict[str, Any]) -> UVLayout:
     shipped face-mask layout, or its ``mesh.obj``'s (a ``--uv-layout`` of the face mask)."""
     from .heads import DEFAULT_HEAD, get_head
 
-    head = report.get("head", DEFAULT_HEAD)
-    if head != DEFAULT_HEAD:
-        return get_head(head).layout()
-    name = report.get("uv_layout")
+    r = FaceReport(report)
+    if r.head != DEFAULT_HEAD:
+        return get_head(r.head).layout()
+    name = r.uv_layout
     return default_layout() if name in (None, default_layout().name) else load_layout(Path(folder) / "mesh.obj")
 
 
@@ -986,7 +985,7 @@ def load_output(folder: str | os.PathLike, photo: str | os.PathLike | np.ndarray
     if isinstance(photo, np.ndarray):
         rgb = photo
     else:
-        src = Path(photo) if photo is not None else Path(str(report.get("input", "")))
+        src = Path(photo) if photo is not None else (FaceReport(report).input or Path(""))
         if photo is None and not src.is_absolute() and not src.exists() and (folder / src).exists():
             src = folder / src
         if not str(src) or not src.exists():
@@ -998,7 +997,7 @@ def load_output(folder: str | os.PathLike, photo: str | os.PathLike | np.ndarray
     tex = _read_png(folder / "texture.png")
     vis = _read_png(folder / "visibility.png")
     square = tex.ndim == 3 and tex.shape[0] == tex.shape[1] and vis.shape[0] == vis.shape[1]
-    if not square or (tex.shape[0] != vis.shape[0] and report.get("export_size") != tex.shape[0]):
+    if not square or (tex.shape[0] != vis.shape[0] and FaceReport(report).export_size != tex.shape[0]):
         raise InputError(f"{folder}: texture.png {tex.shape[:2]} and visibility.png {vis.shape[:2]} do not match")
     texture = torch.from_numpy(np.array(tex[..., :3])).permute(2, 0, 1).float() / 255.0
     vis = vis if vis.ndim == 2 else vis.max(2)
@@ -1112,7 +1111,7 @@ def evaluate_folder(folder: str | os.PathLike, *, identity: bool = True,
             if not out.complete:
                 m["identity"]["turned"] = {"skipped": incomplete}
 
-    mask_used = (out.report.get("settings") or {}).get("mask")
+    mask_used = FaceReport(out.report).mask
     if not out.complete:
         m["completion"] = {"skipped": incomplete}
     elif not mask_used:
@@ -1122,7 +1121,7 @@ def evaluate_folder(folder: str | os.PathLike, *, identity: bool = True,
             from .unwrap import unwrap
 
             S = out.texture.shape[-1]
-            full = unwrap(out.photo, out.geometry, S, layout=out.layout, cos_threshold=out.report.get("cos_threshold"))
+            full = unwrap(out.photo, out.geometry, S, layout=out.layout, cos_threshold=FaceReport(out.report).cos_threshold)
             hidden = full.visibility & ~out.visibility
             if not bool(hidden.any()):
                 return {"skipped": "the mask hides no texel that the photo shows"}
