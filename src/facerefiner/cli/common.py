@@ -75,20 +75,25 @@ def say_interrupted() -> None:
         _interrupt_said = True
 
 
-def run_photos(photos: Sequence[Path], work: Callable[..., PhotoResult], *, out: Path, command: str,
-               all_faces: bool = False, overwrite: bool = False) -> BatchResult:
+def run_photos(photos: Sequence[Path], work: Callable[..., PhotoResult] | None, *, out: Path, command: str,
+               all_faces: bool = False, overwrite: bool = False,
+               engine: Callable[..., BatchResult] | None = None) -> BatchResult:
     """Run ``work(photo, on_stage[, on_step])`` on each photo not finished yet under ``out``
     (:func:`facerefiner.batch.run_batch`) with a progress bar (on a terminal; quiet in logs), and
     print each outcome as it comes. ``work`` taking three arguments also gets an ``on_step``
     callback for the optimisation's steps (scale, step, loss terms). A Ctrl-C ends the batch
-    between photos or stages (``BatchResult.interrupted``); pass the result to :func:`finish`."""
+    between photos or stages (``BatchResult.interrupted``); pass the result to :func:`finish`.
+
+    ``engine``: another engine's batch (``--engine ray``: :func:`facerefiner.ray_batch.run_batch_ray`
+    with its settings bound), called as ``engine(photos, on_photo=..., on_record=...)``; ``work``
+    is then unused (the engine's workers build their own)."""
     global _interrupt_said
     _interrupt_said = False
     photos = unique_photos(photos)
     for group in duplicate_stems(photos):
         err.print(f"[yellow]warning:[/yellow] {escape(', '.join(map(str, group)))} all write "
                   f"{escape(str(Path(out) / group[0].stem))}; the last one wins", highlight=False)
-    with_steps = len(inspect.signature(work).parameters) >= 3
+    with_steps = work is not None and len(inspect.signature(work).parameters) >= 3
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[stage]}"), console=err, transient=True,
                   disable=not err.is_terminal) as bar:
@@ -122,11 +127,60 @@ def run_photos(photos: Sequence[Path], work: Callable[..., PhotoResult], *, out:
                 err.print(f"[red]failed[/red] {escape(r.error or str(r.photo))}", highlight=False)
             bar.advance(task)
 
+        if engine is not None:
+            return engine(photos, on_photo=on_photo, on_record=on_record)
+
         def one(p: Path, on_stage: Callable[[str], None]) -> PhotoResult:
             return work(p, on_stage, step) if with_steps else work(p, on_stage)
 
         return run_batch(photos, out, one, all_faces=all_faces, overwrite=overwrite, command=command,
                          on_photo=on_photo, on_stage=stage, on_record=on_record)
+
+
+ENGINES = ("local", "ray")
+ENGINE_HELP = ("local: this process; ray: one task per photo on a Ray cluster (--address, else RAY_ADDRESS, else a "
+               'local Ray for the run; pip install "facerefiner[ray]"), OUT on a filesystem every node sees.')
+ADDRESS_HELP = "The Ray cluster's address for --engine ray (HOST:PORT or ray://...; default RAY_ADDRESS, else a local Ray)."
+WORKERS_HELP = "Ray workers (actors) for --engine ray, each loading the models once (default: the cluster's CPUs)."
+RETRIES_HELP = "With --engine ray: how many more times a photo whose worker died is tried before it is failed."
+
+
+def check_engine(engine: str, address: str | None, workers: int | None, retries: int) -> None:
+    """The engine options, checked before anything is written (a usage error, with the install
+    command when ``--engine ray`` and Ray is missing)."""
+    if engine not in ENGINES:
+        usage_error(f"--engine must be local or ray, got {engine!r}")
+    if engine == "local":
+        if address is not None or workers is not None:
+            usage_error("--address and --workers are for --engine ray")
+        return
+    if workers is not None and workers < 1:
+        usage_error(f"--workers must be at least 1, got {workers}")
+    if retries < 0:
+        usage_error(f"--retries must be at least 0, got {retries}")
+    from ..errors import FaceRefinerError
+    from ..ray_batch import require_ray
+
+    try:
+        require_ray()
+    except FaceRefinerError as e:
+        usage_error(str(e))
+
+
+def ray_engine(engine: str, recipe: object, *, out: Path, command: str, all_faces: bool, overwrite: bool,
+               address: str | None, workers: int | None, retries: int) -> Callable[..., BatchResult] | None:
+    """None for ``--engine local``; for ``ray`` the engine that :func:`run_photos` calls
+    (:func:`check_engine` first)."""
+    if engine == "local":
+        return None
+    from ..ray_batch import run_batch_ray
+
+    def run(photos, *, on_photo=None, on_record=None) -> BatchResult:
+        return run_batch_ray(photos, out, recipe, address=address, workers=workers, retries=retries,
+                             all_faces=all_faces, overwrite=overwrite, command=command, on_photo=on_photo,
+                             on_record=on_record)
+
+    return run
 
 
 def finish(result: BatchResult) -> None:

@@ -10,7 +10,8 @@ import typer
 from ..configdoc import field_help, settable_fields
 from ..pipeline import RefineOptions, expand_inputs, load_content, refine_photo
 from ..presets import PRESETS, RefineConfig
-from .common import err, finish, run_photos, usage_error
+from .common import (ADDRESS_HELP, ENGINE_HELP, RETRIES_HELP, WORKERS_HELP, check_engine, err, finish, ray_engine, run_photos,
+                     usage_error)
 from .main import app
 
 _PRESETS = "paper, default, quick"
@@ -57,6 +58,10 @@ def refine_cmd(
     export_size: Optional[int] = typer.Option(None, "--export-size", help=_opt("export_size")),
     settings: Optional[List[str]] = typer.Option(None, "--set", help=f"FIELD=VALUE: any field of the refinement's config, over the preset and the options above (repeatable; e.g. --set lr=0.2 --set crop=128; none for an optional field); fields: {settable_fields(RefineConfig)}. report.json records the resolved config."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo photos whose folders in OUT are already complete (default: skip them, so a rerun resumes)."),
+    engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
+    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    workers: Optional[int] = typer.Option(None, "--workers", help=WORKERS_HELP),
+    retries: int = typer.Option(2, "--retries", help=RETRIES_HELP),
 ) -> None:
     """Refine: a complete, high-fidelity UV texture from one photo (FaceRefiner).
 
@@ -77,6 +82,7 @@ def refine_cmd(
         usage_error(f"--size must be between 32 and 4096, got {size}")
     if features is not None and features not in ("vgg16", "patches", "auto"):
         usage_error(f"--features must be vgg16, patches or auto, got {features!r}")
+    check_engine(engine, address, workers, retries)
     steps_t = None
     if steps is not None:
         try:
@@ -135,9 +141,17 @@ def refine_cmd(
         usage_error(str(e))
     if extractor[1].get("notice"):
         err.print(f"[yellow]notice:[/yellow] {extractor[1]['notice']}", highlight=False)
+    from ..ray_batch import RefineRecipe
+
+    info = extractor[1]
+    recipe = RefineRecipe(opts=opts, config=cfg, out=out, features=info["extractor"],
+                          vgg_weights=Path(info["weights"]) if info.get("weights") else None,
+                          vgg_format=info.get("convention") or vgg_format)
+    eng = ray_engine(engine, recipe, out=out, command="refine", all_faces=all_faces, overwrite=overwrite,
+                     address=address, workers=workers, retries=retries)
     result = run_photos(files, lambda p, stage, step: refine_photo(p, out, opts, cfg, layout=layout,
                                                                    extractor=extractor, prior=loaded_prior,
                                                                    on_stage=stage,
                                                                    on_step=step),
-                        out=out, command="refine", all_faces=all_faces, overwrite=overwrite)
+                        out=out, command="refine", all_faces=all_faces, overwrite=overwrite, engine=eng)
     finish(result)

@@ -9,7 +9,8 @@ import typer
 
 from ..configdoc import field_help
 from ..pipeline import UnwrapConfig, expand_inputs, unwrap_photo
-from .common import finish, run_photos, usage_error
+from .common import (ADDRESS_HELP, ENGINE_HELP, RETRIES_HELP, WORKERS_HELP, check_engine, finish, ray_engine, run_photos,
+                     usage_error)
 from .main import app
 
 _D = UnwrapConfig()
@@ -27,6 +28,10 @@ def unwrap_cmd(
     mask: Optional[Path] = typer.Option(None, "--mask", help=field_help(UnwrapConfig, "mask")),
     occlusion: str = typer.Option("auto", "--occlusion", help=field_help(UnwrapConfig, "occlusion")),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo photos whose folders in OUT are already complete (default: skip them, so a rerun resumes)."),
+    engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
+    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    workers: Optional[int] = typer.Option(None, "--workers", help=WORKERS_HELP),
+    retries: int = typer.Option(2, "--retries", help=RETRIES_HELP),
 ) -> None:
     """Reconstruct the face mesh and camera, unwrap the photo into UV space and render it back.
 
@@ -42,6 +47,7 @@ def unwrap_cmd(
         usage_error(f"--size must be between 16 and 8192, got {size}")
     if occlusion not in ("auto", "off"):
         usage_error(f"--occlusion must be auto or off, got {occlusion!r}")
+    check_engine(engine, address, workers, retries)
     try:
         files = expand_inputs(photos)
     except FaceRefinerError as e:
@@ -58,6 +64,10 @@ def unwrap_cmd(
         ensure_writable_dir(out)
     except FaceRefinerError as e:
         usage_error(str(e))
+    from ..ray_batch import UnwrapRecipe
+
+    eng = ray_engine(engine, UnwrapRecipe(cfg=cfg, out=out), out=out, command="unwrap", all_faces=all_faces,
+                     overwrite=overwrite, address=address, workers=workers, retries=retries)
     result = run_photos(files, lambda p, stage: unwrap_photo(p, out, cfg, layout=layout, on_stage=stage),
-                        out=out, command="unwrap", all_faces=all_faces, overwrite=overwrite)
+                        out=out, command="unwrap", all_faces=all_faces, overwrite=overwrite, engine=eng)
     finish(result)
