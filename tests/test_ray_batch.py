@@ -194,3 +194,22 @@ def test_ctrl_c_cancels_what_is_outstanding_and_a_rerun_completes(tmp_path):
         == [SKIPPED] * statuses.count(DONE)
     assert all(r["status"] in (DONE, SKIPPED) for r in rows) and len(rows) == len(photos)
     assert sorted(q.name for q in out.iterdir() if q.is_dir()) == sorted(Path(x).stem for x in photos)
+
+
+def test_without_the_dev_photos_failures_and_dead_workers_are_reported_per_photo(cluster, tmp_path):
+    """Runs where ../shared is absent (CI): photos with no face and a broken file fail alone with
+    their one-line reasons; a photo whose worker always dies fails after the retries."""
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((96, 96, 3), 128, np.uint8)).save(blank)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    victim = tmp_path / "victim.png"
+    shutil.copy(blank, victim)
+    out = tmp_path / "out"
+    recipe = _DieOnce(CFG, out, "victim.png", tmp_path / "killed", always=True)
+    res = run_batch_ray([blank, broken, victim], out, recipe, address=cluster, command="unwrap", retries=1)
+    assert [r.status for r in res.records] == [FAILED] * 3
+    assert "blank.png" in res.records[0].error and "broken.jpg" in res.records[1].error
+    assert "worker died 2 times" in res.records[2].error
+    assert all("\n" not in r.error for r in res.records)
+    assert not out.exists() or not any(p.name.endswith(".partial") for p in out.iterdir())
