@@ -191,6 +191,10 @@ class RefineOptions(UnwrapConfig):
     export scale: 1 for mediapipe, 2 for ict)."""
 
 
+#: The largest texture.png a head's export scale makes by itself (``--export-size`` allows the same).
+MAX_EXPORT_SIZE = 4096
+
+
 def load_content(path: Path) -> torch.Tensor:
     """A content texture file -> (3, h, w) float32 in [0, 1] (any mode converted to RGB)."""
     return photo_to_tensor(load_image(path))
@@ -313,7 +317,8 @@ def process_face(rgb: np.ndarray, geo: FaceGeometry, layout: UVLayout, opts: Ref
     if r.extra.get("synthesis", {}).get("notice"):
         notes.append(r.extra["synthesis"]["notice"])
     out_tex = r.texture
-    export_size = opts.export_size or r.texture.shape[-1] * head.export_scale
+    S = r.texture.shape[-1]
+    export_size = opts.export_size or max(S, min(MAX_EXPORT_SIZE, S * head.export_scale))
     if export_size != r.texture.shape[-1]:
         stage("export")
         te = time.perf_counter()

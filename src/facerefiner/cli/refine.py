@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..configdoc import field_help, settable_fields
-from ..pipeline import RefineOptions, expand_inputs, load_content, refine_photo
+from ..pipeline import MAX_EXPORT_SIZE, RefineOptions, expand_inputs, load_content, refine_photo
 from ..presets import PRESETS, RefineConfig
 from .common import (ADDRESS_HELP, ENGINE_HELP, RETRIES_HELP, WORKERS_HELP, check_engine, err, finish, ray_engine, run_photos,
                      usage_error)
@@ -113,8 +113,8 @@ def refine_cmd(
             usage_error(f"--set {e}")
         if cfg.features not in ("vgg16", "patches", "auto"):
             usage_error(f"--set features must be vgg16, patches or auto, got {cfg.features!r}")
-    if export_size is not None and not cfg.size <= export_size <= 4096:
-        usage_error(f"--export-size must be between the texture size {cfg.size} and 4096, got {export_size}")
+    if export_size is not None and not cfg.size <= export_size <= MAX_EXPORT_SIZE:
+        usage_error(f"--export-size must be between the texture size {cfg.size} and {MAX_EXPORT_SIZE}, got {export_size}")
     opts = RefineOptions(size=cfg.size, all_faces=all_faces, min_face=min_face, head=head, uv_layout=uv_layout, mask=mask, occlusion=occlusion,
                          content=content, device=device, export_size=export_size, prior=prior,
                          delight=not no_delight)
@@ -132,7 +132,7 @@ def refine_cmd(
             loaded_prior = load_prior(prior, layout)
         dev = resolve_device(device)
         if dev.type == "cpu":
-            check_memory(refine_memory_mb(cfg, export_size=export_size or cfg.size * get_head(head).export_scale),
+            check_memory(refine_memory_mb(cfg, export_size=export_size or min(MAX_EXPORT_SIZE, cfg.size * get_head(head).export_scale)),
                          "--size", cfg.size,
                          sizes=refine_sizes(cfg))
         extractor = get_extractor(cfg.features, weights=vgg_weights, weights_format=vgg_format, device=dev)
