@@ -56,7 +56,9 @@ def test_a_head_with_an_export_scale_writes_its_texture_larger(detector):
     f = process_face(rgb, geo, layout, opts, cfg, extractor=ext, source=str(path))
     assert head.export_scale == 2 and f.texture.shape == (3, 128, 128) and f.report["export_size"] == 128
     labels = part_map(layout, 128)
-    vis = torch.nn.functional.interpolate(f.visibility[None, None].float(), size=(128, 128))[0, 0] > 0.5
+    from facerefiner.unwrap import unwrap
+
+    vis = unwrap(rgb, geo, 128, layout=layout).visibility  # what the export at 128 sees of the photo
     for label in head.part_colours():
         unseen = torch.from_numpy(labels == label) & ~vis
         if unseen.sum() > 20:

@@ -322,16 +322,7 @@ def process_face(rgb: np.ndarray, geo: FaceGeometry, layout: UVLayout, opts: Ref
     if export_size != r.texture.shape[-1]:
         stage("export")
         te = time.perf_counter()
-        out_tex = upscale_texture(rgb, geo, r.texture, export_size, layout=layout, mask=face_m)
-        if cols:  # the parts' own colours again at the export size (the upsampling blurs them into the gutters)
-            from .complete import extend_outside, fill_parts
-
-            vis_up = torch.nn.functional.interpolate(r.visibility[None, None].float(), size=(export_size,) * 2,
-                                                     mode="nearest")[0, 0] > 0.5
-            uvr = uv_raster(layout, export_size)
-            out_tex = fill_parts(out_tex, vis_up, layout, cols, uvr=uvr)
-            filled = extend_outside(out_tex.permute(1, 2, 0).numpy(), uvr.valid.numpy())
-            out_tex = torch.from_numpy(np.ascontiguousarray(filled)).permute(2, 0, 1).clamp(0, 1).contiguous()
+        out_tex = upscale_texture(rgb, geo, r.texture, export_size, layout=layout, mask=face_m, part_colours=cols)
         if albedo is not None:  # the albedo at the same size (upsampled: it has no photo texels to re-sample)
             up = torch.nn.functional.interpolate(albedo.albedo[None].float(), size=(export_size,) * 2,
                                                  mode="bicubic", align_corners=False)[0].clamp(0, 1)

@@ -157,7 +157,7 @@ def lit_texture(albedo: torch.Tensor, shading: torch.Tensor, sampled: torch.Tens
 
 def upscale_texture(image: np.ndarray, geometry: FaceGeometry, texture: torch.Tensor, size: int, *,
                     layout: UVLayout | None = None, mask: np.ndarray | None = None,
-                    feather: float = 1 / 64) -> torch.Tensor:
+                    feather: float = 1 / 64, part_colours: dict | None = None) -> torch.Tensor:
     """The refined texture at a larger export size, with the photo's own detail where it has it.
 
     I_X is upsampled (bicubic) to ``size``; the photo is unwrapped again at ``size`` and its texels
@@ -169,6 +169,9 @@ def upscale_texture(image: np.ndarray, geometry: FaceGeometry, texture: torch.Te
         texture: (3, S, S) float32 I_X in [0, 1].
         size: export size (texels), usually 1024 or 2048.
         mask: optional (H, W) bool, True where the photo is not to be trusted.
+        part_colours: the head's :meth:`~facerefiner.heads.HeadModel.part_colours`: its unseen
+            teeth, gums and eyeballs get their flat colours again at ``size`` (the upsampling
+            would blur them into their gutters).
 
     Returns:
         (3, size, size) float32 RGB in [0, 1] on the CPU.
@@ -180,5 +183,9 @@ def upscale_texture(image: np.ndarray, geometry: FaceGeometry, texture: torch.Te
                        align_corners=False)[0].clamp_(0.0, 1.0)
     a = visible_blend_weight(un.visibility, feather * size)
     out = a * un.texture + (1.0 - a) * up
+    if part_colours:
+        from .complete import fill_parts
+
+        out = fill_parts(out, un.visibility, layout, part_colours, uvr=uvr)
     filled = extend_outside(out.permute(1, 2, 0).numpy(), uvr.valid.numpy())
     return torch.from_numpy(np.ascontiguousarray(filled)).permute(2, 0, 1).clamp_(0.0, 1.0).contiguous()

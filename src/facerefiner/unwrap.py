@@ -309,9 +309,12 @@ def unwrap(image: np.ndarray | torch.Tensor, geometry: FaceGeometry, size: int =
     # Inside the region/photo (half a pixel of slack for bilinear lookups).
     rw, rh = region.out_size
     inside = (xy[..., 0] >= 0.5) & (xy[..., 1] >= 0.5) & (xy[..., 0] <= rw - 0.5) & (xy[..., 1] <= rh - 0.5)
+    # texels of triangles the head model never takes from the photo (None: all may be sampled)
+    allowed = (None if layout.sampled is None
+               else torch.as_tensor(layout.sampled)[(uvr.rast[0, ..., 3].long() - 1).clamp_min(0)])
     vis = uvr.valid & (cosine > thr) & front & inside
-    if layout.sampled is not None:  # triangles the head model never takes from the photo
-        vis &= torch.as_tensor(layout.sampled)[(uvr.rast[0, ..., 3].long() - 1).clamp_min(0)]
+    if allowed is not None:
+        vis &= allowed
     if mask is not None:
         m = np.asarray(mask, dtype=bool)
         if m.shape != (H, W):
@@ -327,8 +330,8 @@ def unwrap(image: np.ndarray | torch.Tensor, geometry: FaceGeometry, size: int =
     v8 = cv2.morphologyEx(v8, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     v8 = cv2.morphologyEx(v8, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
     vis = torch.from_numpy(v8.astype(bool)) & uvr.valid & inside
-    if layout.sampled is not None:  # the closing must not bring them back
-        vis &= torch.as_tensor(layout.sampled)[(uvr.rast[0, ..., 3].long() - 1).clamp_min(0)]
+    if allowed is not None:  # the closing must not bring them back
+        vis &= allowed
     if mask is not None:
         vis &= ~torch.from_numpy(m)[fy, fx]
     texture = texture * vis[None].float()
