@@ -894,7 +894,7 @@ def _run_pair(ctx: PhotoContext, spec: Method, cfg: Any, extractors: dict[str, t
     """Produce, measure and write one (photo, method) pair into ``st.folder`` (atomically)."""
     from facerefiner.io import atomic_dir, save_png
     from facerefiner.metrics import _json_safe
-    from facerefiner.folder import write_face_folder
+    from facerefiner.folder import write_face_folder, write_thumb
     from facerefiner.pipeline import render_over_photo, texture_to_uint8
     from facerefiner.views import contact_sheet
 
@@ -940,9 +940,10 @@ def _run_pair(ctx: PhotoContext, spec: Method, cfg: Any, extractors: dict[str, t
     stage("write")
     with atomic_dir(st.folder) as tmp:
         write_face_folder(tmp, ctx.path, ctx.rgb, ctx.geo, ctx.un, ctx.layout, settings, comp, p.timings, extra,
-                          texture=p.texture)
+                          texture=p.texture, thumbnail=False)
         (tmp / "render.png").unlink(missing_ok=True)  # full size; views.png has it (a tile) already
         save_png(tmp / "views.png", sheet)
+        write_thumb(tmp, sheet)  # the gallery's thumbnail, of views.png
         for kind, (mask, tex) in masked.items():
             save_png(tmp / masked_texture_name(kind), texture_to_uint8(tex))
             save_png(tmp / f"mask_{kind}.png", mask.astype(np.uint8) * 255)

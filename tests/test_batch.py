@@ -311,3 +311,107 @@ def test_bad_files_raise_input_errors(tmp_path):
     for name, reason in bad_files(tmp_path).items():
         with pytest.raises(InputError, match=reason):
             load_image(tmp_path / name)
+
+
+def test_run_batch_pulls_the_photos_one_at_a_time_and_keeps_no_result(tmp_path):
+    """The photos are an iterable pulled as the batch goes (a photo is not pulled before the one
+    ahead of it is done); a photo's PhotoResult (textures, geometry) is not kept once its record
+    is made; the summary written row by row reads back as the batch's own."""
+    import gc
+    import weakref
+
+    out = tmp_path / "out"
+    out.mkdir()
+    pulled: list[str] = []
+
+    def photos():
+        for n in ("a", "b", "c", "d"):
+            pulled.append(n)
+            yield Path(f"/x/{n}.jpg")
+
+    results: list = []
+    ran_with: list[int] = []
+
+    def work(photo: Path, stage) -> PhotoResult:
+        ran_with.append(len(pulled))
+        if photo.stem == "c":
+            r = PhotoResult(path=photo, error=f'{photo}: not an image ("quoted", ü)', notes=["n1"])
+        else:
+            with atomic_dir(out / photo.stem) as tmp:
+                (tmp / "report.json").write_text("{}")
+            r = PhotoResult(path=photo, faces=[FaceOutput(folder=out / photo.stem, geometry=None, unwrapped=None)],
+                            notes=[f"{photo.stem}: a notice"], faces_in_photo=2)
+        results.append(weakref.ref(r))
+        return r
+
+    seen: list = []
+    res = B.run_batch(photos(), out, work, on_record=seen.append)
+    assert ran_with == [1, 2, 3, 4]  # lazily
+    gc.collect()
+    assert len(results) == 4 and all(w() is None for w in results)  # no result outlives its record
+    assert not hasattr(res.records[0], "result") and not hasattr(res.records[0], "__dict__")  # slots: small
+    a = res.records[0]
+    assert (a.status, a.folders, a.faces_in_photo, a.notes) == ("done", ["a"], 2, ("a: a notice",))
+    assert [r.status for r in res.records] == ["done", "done", "failed", "done"] and seen == res.records
+    B.write_summary(out, res)
+    assert summary(out) == res.to_json()
+    with open(out / "summary.csv", newline="", encoding="utf-8") as f:
+        assert [row["error"] for row in csv.DictReader(f)][2] == res.records[2].error
+    empty = B.BatchResult(out=out, records=[])
+    B.write_summary(out, empty)
+    assert summary(out)["photos"] == [] and summary(out)["counts"]["done"] == 0
+
+
+def test_photo_source_lists_lazily_and_checks_the_inputs_first(tmp_path):
+    from facerefiner.pipeline import PhotoSource, expand_inputs, photo_source
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for n in ("b.jpg", "a.PNG", "c.txt", "z.webp"):
+        (d / n).write_bytes(b"not read")  # suffixes decide; nothing is opened
+    (d / "sub.jpg").mkdir()  # a folder is not a photo
+    one = tmp_path / "one.heic"
+    one.write_bytes(b"")
+    src = photo_source([d, one, str(tmp_path / "in" / "*.jpg")])
+    assert isinstance(src, PhotoSource) and not isinstance(src, (list, tuple))
+    it = iter(src)
+    assert next(it) == d / "a.PNG"  # a generator: the first photo before the rest
+    assert list(src) == [d / "a.PNG", d / "b.jpg", d / "z.webp", one, d / "b.jpg"]
+    assert src.count() == 5 and src.first() == d / "a.PNG"
+    (d / "y.jpg").write_bytes(b"")  # listed again by each pass
+    assert src.count() == 7
+    assert expand_inputs([d]) == [d / "a.PNG", d / "b.jpg", d / "y.jpg", d / "z.webp"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert photo_source([empty]).first() is None
+    with pytest.raises(InputError, match="no such file or folder"):
+        photo_source([d, tmp_path / "nope.jpg"])
+    with pytest.raises(InputError, match="no file matches this pattern"):
+        photo_source([str(tmp_path / "*.png")])
+
+
+def test_unwrap_writes_the_thumbnail_with_the_face_folder(tmp_path, ffhq_photo):
+    """The thumbnail is made by whoever writes the folder (here the local engine's unwrap, no
+    gallery run), inside its temporary folder."""
+    from facerefiner.pipeline import UnwrapConfig, unwrap_photo
+
+    out = tmp_path / "out"
+    res = B.run_batch([ffhq_photo], out, lambda p, stage: unwrap_photo(p, out, UnwrapConfig(size=64, occlusion="off")))
+    assert [r.status for r in res.records] == ["done"]
+    folder = out / "ffhq_00128"
+    assert (folder / "thumb.jpg").is_file() and not (out / "index.html").exists()
+    assert (folder / "thumb.jpg").stat().st_mtime_ns >= (folder / "render.png").stat().st_mtime_ns
+    assert max(Image.open(folder / "thumb.jpg").size) <= 240
+
+
+def test_two_photos_with_one_stem_are_warned_about_when_the_second_comes_up(tmp_path):
+    for d in ("x", "y"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "same.jpg").write_text("not a photo")
+    out = tmp_path / "out"
+    r = run("unwrap", tmp_path / "x" / "same.jpg", tmp_path / "y" / "same.jpg", tmp_path / "x" / "same.jpg",
+            "-o", out, "--size", 64)
+    assert r.exit_code == 2, r.output
+    warnings = [ln for ln in r.output.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and "both write" in warnings[0] and str(out / "same") in warnings[0], r.output
+    assert [p["status"] for p in summary(out)["photos"]] == ["failed", "failed"]  # the repeat of x/same.jpg dropped

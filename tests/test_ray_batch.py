@@ -10,6 +10,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from conftest import FACES, need
 ray = pytest.importorskip("ray", reason='Ray is not installed (pip install "facerefiner[ray]")')
 
 from facerefiner.batch import DONE, FAILED, SKIPPED, run_batch  # noqa: E402
+from facerefiner.folder import is_face_folder  # noqa: E402
 from facerefiner.pipeline import UnwrapConfig, unwrap_photo  # noqa: E402
 from facerefiner.ray_batch import UnwrapRecipe, remove_partial, run_batch_ray  # noqa: E402
 
@@ -36,18 +39,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+RAY_CLI = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+# no token authentication for this cluster of one machine's loopback: the driver (this process)
+# reads RAY_AUTH_MODE when Ray is imported, as "disabled" by default
+RAY_ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+NODE_ARGS = ["--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """``HOST:PORT`` of a head (no CPUs of its own) and two worker nodes of one CPU each."""
-    ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+    ray_cli = RAY_CLI
     if ray_cli is None:
         pytest.skip("the ray command is not installed")
-    # no token authentication for this cluster of one machine's loopback: the driver (this process)
-    # reads RAY_AUTH_MODE when Ray is imported, as "disabled" by default
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = RAY_ENV
     port = _free_port()
     addr = f"127.0.0.1:{port}"
-    common = ["--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+    common = NODE_ARGS
     try:
         subprocess.run([ray_cli, "start", "--head", "--port", str(port), "--num-cpus", "0",
                         "--include-dashboard", "false", *common], env=env, check=True, capture_output=True, timeout=120)
@@ -213,3 +221,150 @@ def test_without_the_dev_photos_failures_and_dead_workers_are_reported_per_photo
     assert "worker died 2 times" in res.records[2].error
     assert all("\n" not in r.error for r in res.records)
     assert not out.exists() or not any(p.name.endswith(".partial") for p in out.iterdir())
+
+
+# --- a whole node lost mid-batch ----------------------------------------------------------------
+
+LOST_NODE_PHOTOS = ("deca_exp_0.jpg", "deca_exp_1.jpg", "deca_ex_alfw1.png", "deca_ex_alfw2.png",
+                    "deca_vox_id04657.jpg", "deca_vox_id06692.jpg")
+
+
+def _session_pids(sid: int) -> list[int]:
+    """The processes of session ``sid`` (Linux ``/proc``)."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if os.getsid(int(d)) == sid:
+                    pids.append(int(d))
+            except OSError:
+                pass
+    return pids
+
+
+def _kill_session(sid: int) -> int:
+    """SIGKILL every process of session ``sid`` at once (a node started in its own session: its
+    ``ray start``, raylet, agents and the workers the raylet started); returns how many."""
+    pids = _session_pids(sid)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return len(pids)
+
+
+class _LoseANode:
+    """A recipe for the node-loss test. On the node that has the custom resource ``doomed``, a
+    worker starts its photo (a half-written temporary folder, a ``started`` line in ``log``, the
+    ``started`` marker) and then waits to die with its node. Elsewhere a worker first waits for that
+    marker (so that the doomed node surely gets photos), then unwraps and logs a ``done`` line."""
+
+    def __init__(self, cfg, out: Path, log: Path, started: Path):
+        self.cfg, self.out, self.log, self.started = cfg, Path(out), Path(log), Path(started)
+
+    def build(self):
+        import ray as _ray
+
+        inner = UnwrapRecipe(cfg=self.cfg, out=self.out).build()
+        me = _ray.get_runtime_context().get_node_id()
+        doomed = any(n["NodeID"] == me and n.get("Resources", {}).get("doomed") for n in _ray.nodes())
+
+        def work(p: Path):
+            p = Path(p)
+            if doomed:
+                part = self.out / f".{p.stem}.abc123.partial"  # as atomic_dir names its folder
+                part.mkdir(parents=True, exist_ok=True)
+                (part / "texture.png").write_bytes(b"half")
+                with open(self.log, "a") as f:
+                    f.write(f"started {p.name} {os.getpid()}\n")
+                self.started.write_text(p.name)
+                time.sleep(120)  # killed with the node long before
+                raise RuntimeError("the doomed node was not killed")
+            deadline = time.time() + 90
+            while not self.started.exists() and time.time() < deadline:
+                time.sleep(0.1)
+            r = inner(p)
+            with open(self.log, "a") as f:
+                f.write(f"done {p.name} {os.getpid()}\n")
+            return r
+
+        return work
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="finds the node's processes in /proc (Linux)")
+def test_a_whole_node_lost_mid_batch_changes_nothing_in_the_result(cluster, tmp_path):
+    """A third worker node (its own session: ray start, raylet, agents, workers) joins the cluster
+    and is SIGKILLed, every process at once, while its worker is mid-photo with a half-written
+    temporary folder. The batch completes on the two nodes left: every photo done, each exactly
+    once, no temporary folder left, the lost node's photo the same as the local engine's."""
+    photos = [need(FACES / p) for p in LOST_NODE_PHOTOS]
+    out, log, started = tmp_path / "out", tmp_path / "work.log", tmp_path / "started"
+    node = subprocess.Popen([RAY_CLI, "start", "--address", cluster, "--num-cpus", "1", "--resources",
+                             '{"doomed": 1}', "--block", *NODE_ARGS], env=RAY_ENV, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed: list[int] = []
+    try:
+        ray.init(address=cluster, logging_level="ERROR", log_to_driver=False)
+        try:
+            deadline = time.time() + 90
+            while not any(n["Alive"] and n.get("Resources", {}).get("doomed") for n in ray.nodes()):
+                assert time.time() < deadline and node.poll() is None, "the third node did not join"
+                time.sleep(0.5)
+        finally:
+            ray.shutdown()
+
+        def kill_when_started() -> None:
+            deadline = time.time() + 150
+            while not started.exists() and time.time() < deadline:
+                time.sleep(0.05)
+            if started.exists():
+                killed.append(_kill_session(node.pid))
+
+        killer = threading.Thread(target=kill_when_started, daemon=True)
+        killer.start()
+        # retries=1: the node's loss costs its running photo one attempt, its queued photo none, and
+        # the photos go to the workers left (not to a replacement that has no room to start)
+        res = run_batch_ray(photos, out, _LoseANode(CFG, out, log, started), address=cluster, workers=3,
+                            retries=1, command="unwrap")
+        killer.join(timeout=5)
+    finally:
+        _kill_session(node.pid)
+        node.wait(timeout=30)
+    assert started.exists() and killed and killed[0] >= 3, killed  # the node (raylet and all) was killed mid-photo
+    assert _session_pids(node.pid) == []
+    assert [r.status for r in res.records] == [DONE] * len(photos), [(r.status, r.error) for r in res.records]
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.stem for p in photos)  # no temporary folder left
+    assert all(is_face_folder(out / p.stem) for p in photos)
+    lines = log.read_text().split("\n")
+    done = sorted(ln.split()[1] for ln in lines if ln.startswith("done "))
+    assert done == sorted(p.name for p in photos)  # each photo done exactly once
+    lost = started.read_text()
+    local = tmp_path / "local"
+    run_batch([FACES / lost], local, lambda p, stage: unwrap_photo(p, local, CFG))
+    _same_folder(out / Path(lost).stem, local / Path(lost).stem)
+
+
+class _NoModels:
+    """A recipe whose workers cannot start (their models fail to load)."""
+
+    def build(self):
+        raise RuntimeError("the models are not on this node")
+
+
+def test_when_no_worker_can_start_the_photos_fail_with_the_reason(cluster, tmp_path):
+    """A worker slot is started 1 + ``retries`` times; then the photos fail, each with the reason
+    (the constructor's exception), and the batch ends (it does not wait for workers that cannot
+    start)."""
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((96, 96, 3), 128, np.uint8)).save(blank)
+    other = tmp_path / "other.png"
+    shutil.copy(blank, other)
+    t0 = time.time()
+    res = run_batch_ray([blank, other], tmp_path / "out", _NoModels(), address=cluster, command="unwrap",
+                        workers=1, retries=1)
+    assert [r.status for r in res.records] == [FAILED, FAILED]
+    for r in res.records:
+        assert "no worker could start" in r.error and "\n" not in r.error, r.error
+        assert "the models are not on this node" in r.error, r.error
+    assert time.time() - t0 < 120

@@ -16,8 +16,16 @@
 * **Unexpected errors** (bugs, a GPU out of memory) in one photo are recorded as a failure of
   that photo and the batch goes on; the traceback is logged at INFO level (``facerefiner -v``).
 
-:func:`write_summary` writes ``OUT/summary.json`` and ``OUT/summary.csv`` atomically. The library
-prints nothing; the CLI owns the console (``facerefiner.cli.common``).
+* **Streaming.** The photos are an iterable, pulled one at a time (a folder of 100,000 photos is
+  never listed into memory by the batch: :class:`facerefiner.pipeline.PhotoSource`). A photo's
+  result (textures, geometry) is dropped once its record is made; a record is a few short fields
+  (:class:`PhotoRecord`), and the batch keeps one per photo for the summary, plus each photo's
+  resolved path and the stems it wrote (to drop repeats and to tell two photos of one stem apart):
+  about 1 KB a photo in all (BENCHMARKS.md, "Ray").
+
+:func:`write_summary` writes ``OUT/summary.json`` and ``OUT/summary.csv`` atomically, row by row
+(never the whole file as one string). The library prints nothing; the CLI owns the console
+(``facerefiner.cli.common``).
 """
 
 from __future__ import annotations
@@ -28,14 +36,15 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .errors import OutputError
 from .folder import FaceReport, is_face_folder, report_or_none
-from .io import atomic_write_bytes, save_json
+from .io import atomic_open
 from .pipeline import PhotoResult, face_folder_names
 
 log = logging.getLogger(__name__)
@@ -49,9 +58,10 @@ SUMMARY_CSV = "summary.csv"
 CSV_COLUMNS = ("photo", "status", "faces", "folders", "seconds", "error")
 
 
-@dataclass
+@dataclass(slots=True)
 class PhotoRecord:
-    """What happened to one photo in a batch."""
+    """What happened to one photo in a batch: a few short fields (no images, no geometry), kept
+    for the summary and passed to the console as the photo finishes."""
 
     photo: Path
     status: str
@@ -62,16 +72,28 @@ class PhotoRecord:
     """Wall time spent on the photo in this run (0 for skipped and not-run photos)."""
     error: str | None = None
     """One-line reason for ``failed`` (and ``not run``: "interrupted ...")."""
-    result: PhotoResult | None = field(default=None, repr=False)
-    """The per-photo function's result, for ``done`` and ``failed`` photos."""
+    faces_in_photo: int = 0
+    """Faces found in the photo (``done`` and ``failed`` photos that were run); more than
+    :attr:`faces` when only the largest was processed (no ``--all-faces``)."""
+    notes: tuple[str, ...] = ()
+    """One-line notices about the result, for the console (not in the summary)."""
 
     @property
     def faces(self) -> int:
         return len(self.folders)
 
     def to_json(self) -> dict[str, Any]:
+        """The photo's row of ``summary.json``: photo, status, faces, folders, seconds, error."""
         return {"photo": str(self.photo), "status": self.status, "faces": self.faces, "folders": list(self.folders),
                 "seconds": round(self.seconds, 3), "error": self.error}
+
+    @classmethod
+    def of(cls, photo: Path, result: PhotoResult, seconds: float) -> "PhotoRecord":
+        """The record of a photo that was run: ``done`` or ``failed`` with ``result``'s error, its
+        folders, faces found and notes (the result itself, with its textures, is not kept)."""
+        return cls(photo, DONE if result.ok else FAILED, folders=[f.folder.name for f in result.faces],
+                   seconds=seconds, error=result.error, faces_in_photo=int(result.faces_in_photo),
+                   notes=tuple(result.notes))
 
 
 @dataclass
@@ -91,17 +113,25 @@ class BatchResult:
         return sum(r.status == status for r in self.records)
 
     def counts(self) -> dict[str, int]:
-        return {s: self.count(s) for s in STATUSES}
+        """Photos per status (every status, 0 included), in one pass over the records."""
+        c = Counter(r.status for r in self.records)
+        return {s: c.get(s, 0) for s in STATUSES}
 
     @property
     def failed(self) -> list[PhotoRecord]:
         return [r for r in self.records if r.status == FAILED]
 
-    def to_json(self) -> dict[str, Any]:
+    def head_json(self) -> dict[str, Any]:
+        """``summary.json`` without its ``photos`` rows: command, out, started, seconds,
+        overwrite, interrupted, counts."""
         return {"command": self.command, "out": str(self.out), "started": self.started,
                 "seconds": round(self.seconds, 3), "overwrite": self.overwrite, "interrupted": self.interrupted,
-                "counts": self.counts(), "photos": [r.to_json() for r in self.records]}
+                "counts": self.counts()}
 
+    def to_json(self) -> dict[str, Any]:
+        """``summary.json`` as one dict (:meth:`head_json` and every row; :func:`write_summary`
+        writes the same row by row)."""
+        return {**self.head_json(), "photos": [r.to_json() for r in self.records]}
 
 
 def finished_folders(photo: Path, out: Path, all_faces: bool = False, command: str = "") -> list[str] | None:
@@ -151,32 +181,45 @@ def duplicate_stems(photos: Sequence[Path]) -> list[list[Path]]:
     return [g for g in by.values() if len(g) > 1]
 
 
-def unique_photos(photos: Sequence[Path]) -> list[Path]:
-    """``photos`` without repeats of the same file (a photo named twice, or via a folder and by name)."""
-    seen: set[Path] = set()
-    out: list[Path] = []
+def photo_key(photo: Path) -> str:
+    """What makes two photo paths the same file: the path with links and ``..`` resolved (a string,
+    the smallest thing to keep per photo of a large batch)."""
+    try:
+        return os.path.realpath(photo)
+    except OSError:
+        return os.path.abspath(photo)
+
+
+def iter_unique(photos: Iterable[Path], seen: set[str] | None = None) -> Iterator[Path]:
+    """``photos`` as Paths, lazily, without repeats of the same file (a photo named twice, or via a
+    folder and by name). ``seen``: the keys (:func:`photo_key`) met so far, updated in place."""
+    seen = set() if seen is None else seen
     for p in photos:
-        try:
-            key = Path(p).resolve()
-        except OSError:
-            key = Path(os.path.abspath(p))
+        p = Path(p)
+        key = photo_key(p)
         if key not in seen:
             seen.add(key)
-            out.append(Path(p))
-    return out
+            yield p
 
 
-def run_batch(photos: Sequence[Path], out: Path, work: Callable[[Path, Callable[[str], None]], PhotoResult], *,
+def unique_photos(photos: Iterable[Path]) -> list[Path]:
+    """``photos`` without repeats of the same file, as a list (:func:`iter_unique`)."""
+    return list(iter_unique(photos))
+
+
+def run_batch(photos: Iterable[Path], out: Path, work: Callable[[Path, Callable[[str], None]], PhotoResult], *,
               all_faces: bool = False, overwrite: bool = False, command: str = "",
               on_photo: Callable[[Path], None] | None = None, on_stage: Callable[[str], None] | None = None,
               on_record: Callable[[PhotoRecord], None] | None = None) -> BatchResult:
     """Run ``work(photo, on_stage)`` on each photo not yet finished under ``out``.
 
     Args:
-        photos: the photos, in order (repeats of the same file are dropped).
+        photos: the photos, in order (any iterable, pulled one at a time; repeats of the same file
+            are dropped).
         out: the output root (face folders ``OUT/<stem>`` or ``OUT/<stem>_face<i>``).
         work: the per-photo function; returns a :class:`~facerefiner.pipeline.PhotoResult`
             (user errors in ``.error``) and writes the photo's face folders under ``out``.
+            Its result is dropped once the photo's :class:`PhotoRecord` is made.
         all_faces: how ``work`` names folders (decides what "finished" means).
         command: ``unwrap`` or ``refine`` (recorded in the summary; see :func:`finished_folders`).
         overwrite: redo finished photos instead of skipping them.
@@ -186,17 +229,21 @@ def run_batch(photos: Sequence[Path], out: Path, work: Callable[[Path, Callable[
 
     Returns:
         A :class:`BatchResult`; on Ctrl-C, ``interrupted`` is True and the photo being processed
-        and the ones after it are ``not run`` (the KeyboardInterrupt is not re-raised).
+        and the ones after it (the rest of ``photos``, enumerated but not read) are ``not run``
+        (the KeyboardInterrupt is not re-raised).
+
+    Whether a photo is finished is decided when it comes up; a photo whose stem an earlier photo
+    of this batch has written is not skipped (it is run, and the last one wins), so two photos
+    with the same stem do not skip each other.
     """
     t_start = time.perf_counter()
     started = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
     out = Path(out)
-    photos = unique_photos(photos)
-    # Decided before anything runs, so that two photos with the same stem in this batch do not
-    # skip each other.
-    found = [None if overwrite else finished_folders(p, out, all_faces, command) for p in photos]
     res = BatchResult(out=out, records=[], command=command, overwrite=overwrite, started=started)
+    source = iter_unique(photos)
+    produced: set[str] = set()  # stems written in this run
     last_stage = [""]
+    current: Path | None = None  # the photo pulled and not yet recorded
 
     def stage(s: str) -> None:
         last_stage[0] = s
@@ -204,18 +251,23 @@ def run_batch(photos: Sequence[Path], out: Path, work: Callable[[Path, Callable[
             on_stage(s)
 
     def emit(rec: PhotoRecord) -> None:
+        nonlocal current
         res.records.append(rec)
+        current = None
         if on_record is not None:
             on_record(rec)
 
     try:
-        for photo, folders in zip(photos, found):
+        for photo in source:
+            current = photo
             last_stage[0] = ""
             if on_photo is not None:
                 on_photo(photo)
+            folders = None if overwrite or photo.stem in produced else finished_folders(photo, out, all_faces, command)
             if folders is not None:
                 emit(PhotoRecord(photo, SKIPPED, folders=folders))
                 continue
+            produced.add(photo.stem)
             t0 = time.perf_counter()
             try:
                 r = work(photo, stage)
@@ -226,17 +278,19 @@ def run_batch(photos: Sequence[Path], out: Path, work: Callable[[Path, Callable[
                 msg = str(e).splitlines()[0] if str(e) else ""
                 r = PhotoResult(path=Path(photo), error=f"{photo}: unexpected error {type(e).__name__}"
                                 + (f": {msg}" if msg else "") + " (facerefiner -v shows the traceback)")
-            dt = time.perf_counter() - t0
-            folders_done = [f.folder.name for f in r.faces]
-            if r.ok:
-                emit(PhotoRecord(photo, DONE, folders=folders_done, seconds=dt, result=r))
-            else:
-                emit(PhotoRecord(photo, FAILED, folders=folders_done, seconds=dt, error=r.error, result=r))
+            rec = PhotoRecord.of(photo, r, time.perf_counter() - t0)
+            del r  # the result's textures and geometry: not kept past the record
+            emit(rec)
     except KeyboardInterrupt:
         res.interrupted = True
         where = f" during {last_stage[0]}" if last_stage[0] else ""
-        for j, photo in enumerate(photos[len(res.records):]):
-            res.records.append(PhotoRecord(photo, NOT_RUN, error=f"interrupted{where}" if j == 0 else "interrupted"))
+        first = True
+        if current is not None:
+            res.records.append(PhotoRecord(current, NOT_RUN, error=f"interrupted{where}"))
+            first = False
+        for photo in source:  # the photos not pulled yet: listed, not read
+            res.records.append(PhotoRecord(photo, NOT_RUN, error=f"interrupted{where}" if first else "interrupted"))
+            first = False
     res.seconds = time.perf_counter() - t_start
     return res
 
@@ -244,15 +298,29 @@ def run_batch(photos: Sequence[Path], out: Path, work: Callable[[Path, Callable[
 def summary_csv(result: BatchResult) -> str:
     """``summary.csv``'s text: one row per photo, columns :data:`CSV_COLUMNS`."""
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
-    for r in result.records:
-        w.writerow([str(r.photo), r.status, r.faces, ";".join(r.folders), f"{r.seconds:.3f}", r.error or ""])
+    _write_csv(buf, result)
     return buf.getvalue()
 
 
+def _write_csv(f: Any, result: BatchResult) -> None:
+    w = csv.writer(f, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for r in result.records:
+        w.writerow([str(r.photo), r.status, r.faces, ";".join(r.folders), f"{r.seconds:.3f}", r.error or ""])
+
+
+def _write_json(f: Any, result: BatchResult) -> None:
+    """``summary.json``: :meth:`BatchResult.head_json`'s keys, then ``photos``, one row per line."""
+    head = json.dumps(result.head_json(), indent=2)
+    f.write(head[:-2] + ',\n  "photos": [')  # head ends with "\n}"
+    for i, r in enumerate(result.records):
+        f.write(("\n    " if i == 0 else ",\n    ") + json.dumps(r.to_json()))
+    f.write("\n  ]\n}\n" if result.records else "]\n}\n")
+
+
 def write_summary(out: Path, result: BatchResult) -> tuple[Path, Path]:
-    """Write ``OUT/summary.json`` and ``OUT/summary.csv`` (each atomically); returns their paths.
+    """Write ``OUT/summary.json`` and ``OUT/summary.csv`` (each atomically, row by row); returns
+    their paths.
 
     Raises:
         OutputError: they cannot be written.
@@ -260,8 +328,10 @@ def write_summary(out: Path, result: BatchResult) -> tuple[Path, Path]:
     out = Path(out)
     pj, pc = out / SUMMARY_JSON, out / SUMMARY_CSV
     try:
-        save_json(pj, result.to_json())
-        atomic_write_bytes(pc, summary_csv(result).encode("utf-8"))
+        with atomic_open(pj) as f:
+            _write_json(f, result)
+        with atomic_open(pc) as f:
+            _write_csv(f, result)
     except OSError as e:
         raise OutputError(f"{out}: cannot write the run's summary ({e.strerror or e})") from None
     return pj, pc

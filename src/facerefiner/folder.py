@@ -24,8 +24,13 @@ Files (those a verb writes; ``FILES`` lists them in the order the gallery links 
 ``albedo.png``             de-lit albedo (refine, when de-lit)
 ``light.json``             the photo's light (refine, when de-lit)
 ``mesh.mtl``               the OBJ's material
-``thumb.jpg``              the gallery's thumbnail (``OUT/index.html``)
+``thumb.jpg``              the gallery's thumbnail of ``views.png`` (refine) or ``render.png``
+                           (unwrap), made by whoever writes the folder (:func:`write_thumb`)
 =========================  =====================================================================
+
+The thumbnail is written with the folder (by the worker that makes it, inside the temporary
+folder), so the gallery (``OUT/index.html``) only reads it; :func:`ensure_thumb` makes one for a
+folder that lacks it (written by an older version) or whose source image is newer.
 """
 
 from __future__ import annotations
@@ -62,12 +67,17 @@ INITIAL = "texture_initial.png"
 ALBEDO = "albedo.png"
 LIGHT = "light.json"
 THUMB = "thumb.jpg"
+#: Largest thumbnail, (width, height) in pixels: a views.png strip stays a strip, render.png a square.
+THUMB_BOX = (1600, 240)
+#: The images a thumbnail is made from, the first present.
+THUMB_SOURCES = (VIEWS, RENDER)
 #: The files of a face folder, in the order the gallery links them.
 FILES = (TEXTURE, MESH_GLB, MESH_OBJ, REPORT, RENDER, VIEWS, SAMPLED, INITIAL, ALBEDO, LIGHT, CAMERA, VISIBILITY,
          OCCLUSION, MESH_MTL, THUMB)
 
-__all__ = ["REPORT", "FILES", "FaceReport", "is_face_folder", "face_folders", "read_report", "report_or_none", "write_report",
-           "write_face_folder", "write_refined_files", "versions", "settings_json"]
+__all__ = ["REPORT", "FILES", "THUMB", "THUMB_BOX", "FaceReport", "is_face_folder", "face_folders", "face_names",
+           "read_report", "report_or_none", "write_report", "write_face_folder", "write_refined_files", "write_thumb",
+           "thumb_source", "ensure_thumb", "versions", "settings_json"]
 
 
 # --- finding and reading ----------------------------------------------------------------------------
@@ -77,17 +87,32 @@ def is_face_folder(path: str | os.PathLike) -> bool:
     return (Path(path) / REPORT).is_file()
 
 
+def face_names(root: str | os.PathLike) -> list[str]:
+    """The names of the face folders in ``root`` (its subfolders with a report.json; hidden ones,
+    i.e. temporary, excluded), sorted; [] when ``root`` cannot be listed.
+
+    One directory listing (``os.scandir``: no stat per entry to tell folders from files) and one
+    stat per subfolder; names only (a short string each), for roots of 100,000 faces.
+    """
+    names: list[str] = []
+    try:
+        with os.scandir(root) as it:
+            for e in it:
+                if not e.name.startswith(".") and e.is_dir() and os.path.isfile(os.path.join(e.path, REPORT)):
+                    names.append(e.name)
+    except OSError:
+        return []
+    names.sort()
+    return names
+
+
 def face_folders(root: str | os.PathLike, *, itself: bool = False) -> list[Path]:
-    """The face folders in ``root`` (its subfolders with a report.json, hidden ones, i.e.
-    temporary, excluded), sorted by name; with ``itself``, ``[root]`` when ``root`` is one."""
+    """The face folders in ``root`` (:func:`face_names` as paths), sorted by name; with
+    ``itself``, ``[root]`` when ``root`` is one."""
     root = Path(root)
     if itself and is_face_folder(root):
         return [root]
-    try:
-        subs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    except OSError:
-        return []
-    return sorted((p for p in subs if is_face_folder(p)), key=lambda p: p.name)
+    return [root / n for n in face_names(root)]
 
 
 def read_report(folder: str | os.PathLike) -> dict[str, Any]:
@@ -251,7 +276,7 @@ def settings_json(cfg: Any) -> dict[str, Any]:
 def write_face_folder(folder: Path, path: Path, rgb: np.ndarray, geo: Any, un: Any, layout: Any, cfg: Any,
                       composite: np.ndarray, timings: dict[str, float], extra: dict[str, Any] | None = None,
                       texture: torch.Tensor | None = None, occlusion: np.ndarray | None = None,
-                      material: torch.Tensor | None = None) -> None:
+                      material: torch.Tensor | None = None, thumbnail: bool = True) -> None:
     """Write the files every verb writes into ``folder`` (a temporary folder, renamed by the caller).
 
     Args:
@@ -267,6 +292,8 @@ def write_face_folder(folder: Path, path: Path, rgb: np.ndarray, geo: Any, un: A
         texture: (3, S, S) float in [0, 1], ``texture.png`` (default the sampled one).
         occlusion: (H, W) bool, the photo's pixels left out (``occlusion.png``; none when absent).
         material: (3, S, S) float in [0, 1], the albedo ``mesh.glb`` carries (default ``texture.png``).
+        thumbnail: write ``thumb.jpg`` from ``composite`` (False when :func:`write_refined_files`
+            follows: it makes the thumbnail from ``views.png``).
 
     The report's keys: input, image_size, face_box, head_pose_deg, uv_layout, the head model's
     (:meth:`facerefiner.heads.HeadModel.report`: head, fit, weights), texture_size,
@@ -287,6 +314,8 @@ def write_face_folder(folder: Path, path: Path, rgb: np.ndarray, geo: Any, un: A
     save_png(folder / OCCLUSION, (np.zeros(rgb.shape[:2], np.uint8) if occlusion is None
                                   else np.asarray(occlusion, bool).astype(np.uint8) * 255))
     save_png(folder / RENDER, composite)
+    if thumbnail:
+        write_thumb(folder, composite)
     report = {
         "input": str(Path(path)),
         "image_size": [int(rgb.shape[1]), int(rgb.shape[0])],
@@ -309,8 +338,8 @@ def write_face_folder(folder: Path, path: Path, rgb: np.ndarray, geo: Any, un: A
 def write_refined_files(folder: Path, *, sampled: torch.Tensor, visibility: torch.Tensor, initial: torch.Tensor,
                         views: np.ndarray, albedo: torch.Tensor | None = None, light: Any = None) -> None:
     """The files ``refine`` adds to :func:`write_face_folder`'s: ``texture_sampled.png`` (I_S, RGBA,
-    alpha = ``visibility``), ``texture_initial.png`` (I_C), ``views.png`` and, when de-lit,
-    ``albedo.png`` and ``light.json`` (``light``: a :class:`facerefiner.light.Light`).
+    alpha = ``visibility``), ``texture_initial.png`` (I_C), ``views.png``, its ``thumb.jpg`` and,
+    when de-lit, ``albedo.png`` and ``light.json`` (``light``: a :class:`facerefiner.light.Light`).
 
     Args:
         sampled, initial, albedo: (3, S, S) float in [0, 1]; visibility: (S, S) bool;
@@ -324,3 +353,65 @@ def write_refined_files(folder: Path, *, sampled: torch.Tensor, visibility: torc
     save_png(folder / SAMPLED, rgba)
     save_png(folder / INITIAL, to_uint8(initial))
     save_png(folder / VIEWS, views)
+    write_thumb(folder, views)
+
+
+# --- the thumbnail ----------------------------------------------------------------------------------
+
+def thumb_jpeg(image: Any) -> bytes:
+    """``image`` (an (H, W, 3) uint8 array or a PIL image) shrunk to fit :data:`THUMB_BOX`, as
+    JPEG bytes (quality 85)."""
+    import io
+
+    from PIL import Image
+
+    im = image.convert("RGB") if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, np.uint8))
+    im.thumbnail(THUMB_BOX)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=85, optimize=True)
+    return buf.getvalue()
+
+
+def write_thumb(folder: str | os.PathLike, image: Any) -> Path:
+    """Write ``folder/thumb.jpg`` from ``image`` (see :func:`thumb_jpeg`), atomically (temporary
+    file + rename); returns its path."""
+    from .io import atomic_write_bytes
+
+    dst = Path(folder) / THUMB
+    atomic_write_bytes(dst, thumb_jpeg(image))
+    return dst
+
+
+def thumb_source(folder: str | os.PathLike, names: Any = None) -> str | None:
+    """The name of the image ``folder``'s thumbnail shows (``views.png``, else ``render.png``), or
+    None when it has neither. ``names``: the folder's file names when already listed (a set), to
+    spare a stat per candidate."""
+    folder = Path(folder)
+    for n in THUMB_SOURCES:
+        if (n in names) if names is not None else (folder / n).is_file():
+            return n
+    return None
+
+
+def ensure_thumb(folder: str | os.PathLike, names: Any = None) -> str | None:
+    """The image to show for ``folder``: ``thumb.jpg`` when it is there and at least as new as its
+    source (the usual case: the worker wrote it with the folder), else made now from the source
+    (a folder from an older version, or a source replaced since); the source's own name when no
+    thumbnail can be written; None when the folder has no image. ``names`` as :func:`thumb_source`."""
+    folder = Path(folder)
+    src = thumb_source(folder, names)
+    if src is None:
+        return None
+    dst = folder / THUMB
+    try:
+        if (names is None or THUMB in names) and dst.is_file() and \
+                dst.stat().st_mtime_ns >= (folder / src).stat().st_mtime_ns:
+            return THUMB
+        from PIL import Image
+
+        with Image.open(folder / src) as im:
+            write_thumb(folder, im)
+        return THUMB
+    except Exception as e:  # noqa: BLE001  (a gallery entry without a thumbnail beats no gallery)
+        log.info("%s: no thumbnail (%s); showing %s instead", folder, e, src)
+        return src

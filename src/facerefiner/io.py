@@ -165,6 +165,26 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, encoding: str = "utf-8") -> Iterator[Any]:
+    """A text file to write ``path`` piece by piece, never half-written: yields a file open on a
+    temporary file beside ``path`` that is renamed into place when the block ends without an
+    exception, and removed otherwise (also on Ctrl-C). For files too large to build as one string
+    (a summary of 100,000 rows); small ones: :func:`atomic_write_bytes`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, _FILE_MODE)
+        with os.fdopen(fd, "w", encoding=encoding, newline="") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def save_json(path: str | os.PathLike, obj: Any, *, allow_nan: bool = True) -> None:
     """Indented JSON, written atomically (:func:`atomic_write_bytes`)."""
     text = json.dumps(obj, indent=2, default=_json_default, allow_nan=allow_nan) + "\n"

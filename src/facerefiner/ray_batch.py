@@ -11,11 +11,17 @@ the summary the CLI writes, Ctrl-C) and runs the photos on Ray actors instead of
   (:func:`facerefiner.io.atomic_dir`): ``out`` must be a path every node sees (a shared
   filesystem; on one machine, any folder).
 * **Streaming.** The photos are an iterable, pulled as workers free up (at most two per worker
-  in flight); a record per photo is kept for the summary (a few short strings), no result.
+  in flight); a record per photo is kept for the summary (a few short strings), no result: what
+  travels back from a worker is :func:`run_one`'s small dict.
 * **Faults.** A worker that dies mid-photo (killed, out of memory, its node lost) leaves no face
-  folder (its temporary folder is removed by the driver); the photo goes to a new worker, up to
-  ``retries`` more times, then it is ``failed`` with the reason. A photo's own errors (no face, a
-  bad file) and bugs fail that photo alone, as in the local engine.
+  folder (its temporary folder is removed by the driver); the photo goes to another worker, up to
+  ``retries`` more times, then it is ``failed`` with the reason. The dead worker is replaced by a
+  new one, but photos go only to workers that have started (loaded their models): after a node's
+  loss the cluster may have no room for the replacement, and the batch goes on with the workers
+  left rather than wait for it. A worker that cannot start (its models fail to load) is replaced
+  up to ``retries`` times per worker slot; when none can start, the photos left fail with that
+  reason. A photo's own errors (no face, a bad file) and bugs fail that photo alone, as in the
+  local engine.
 * **Ctrl-C.** Outstanding photos are cancelled (the actors killed) and recorded ``not run``;
   ``interrupted`` is set; rerunning resumes, and nothing finished is done twice.
 
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import time
 from collections import deque
@@ -36,7 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from .batch import DONE, FAILED, NOT_RUN, SKIPPED, BatchResult, PhotoRecord, finished_folders
+from .batch import DONE, FAILED, NOT_RUN, SKIPPED, BatchResult, PhotoRecord, finished_folders, iter_unique
 from .errors import InputError
 from .pipeline import PhotoResult
 
@@ -46,6 +53,8 @@ log = logging.getLogger(__name__)
 INSTALL = 'pip install "facerefiner[ray]"'
 #: Photos in flight per worker (one running, one queued so that a worker never waits on the driver).
 IN_FLIGHT_PER_WORKER = 2
+#: Seconds without any started worker after which the driver logs that it is still waiting for one.
+STARTUP_PATIENCE_S = 120
 
 
 def require_ray():
@@ -150,9 +159,8 @@ class FaceWorker:
 
 def remove_partial(out: Path, photo: Path, all_faces: bool) -> None:
     """Remove the temporary folders (:func:`facerefiner.io.atomic_dir`'s ``.<name>.<random>.partial``)
-    that a worker which died left for ``photo``'s face folders under ``out``."""
-    import re
-
+    that a worker which died left for ``photo``'s face folders under ``out`` (one listing of
+    ``out``, once per worker death)."""
     stem = Path(photo).stem
     pat = re.compile(rf"\.{re.escape(stem)}(_face\d+)?\.[a-z0-9_]+\.partial" if all_faces
                      else rf"\.{re.escape(stem)}\.[a-z0-9_]+\.partial")
@@ -162,11 +170,32 @@ def remove_partial(out: Path, photo: Path, all_faces: bool) -> None:
 
 
 def _record(photo: Path, rec: dict[str, Any]) -> PhotoRecord:
-    res = PhotoResult(path=photo, error=rec["error"], notes=list(rec["notes"]),
-                      faces_in_photo=int(rec["faces_in_photo"]))
-    status = DONE if rec["ok"] else FAILED
-    return PhotoRecord(photo, status, folders=list(rec["folders"]), seconds=float(rec["seconds"]),
-                       error=rec["error"], result=res)
+    """The driver's record of a photo from :func:`run_one`'s dict."""
+    return PhotoRecord(photo, DONE if rec["ok"] else FAILED, folders=list(rec["folders"]),
+                       seconds=float(rec["seconds"]), error=rec["error"], faces_in_photo=int(rec["faces_in_photo"]),
+                       notes=tuple(rec["notes"]))
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _reason(e: BaseException) -> str:
+    """A Ray error in one line of at most 160 characters: its first line, or for a worker whose
+    constructor raised (its models did not load) the last, which names that exception."""
+    lines = [ln.strip() for ln in _ANSI.sub("", str(e)).splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    init_failed = getattr(e, "_actor_init_failed", False) or "raised in its creation task" in lines[0]
+    return (lines[-1] if init_failed else lines[0])[:160]
+
+
+class _Worker:
+    """The driver's view of one actor: started (its models loaded) or not, and its photos in flight."""
+
+    __slots__ = ("actor", "ready", "load", "slot")
+
+    def __init__(self, actor: Any, slot: int) -> None:
+        self.actor, self.ready, self.load, self.slot = actor, False, 0, slot
 
 
 def run_batch_ray(photos: Iterable[Path], out: Path, recipe: Any, *, address: str | None = None,
@@ -178,14 +207,16 @@ def run_batch_ray(photos: Iterable[Path], out: Path, recipe: Any, *, address: st
     """Run ``recipe``'s per-photo function on a Ray cluster (see the module docstring).
 
     Args:
-        photos: the photos, in order (an iterable: pulled as workers free up).
+        photos: the photos, in order (an iterable: pulled as workers free up; repeats of the same
+            file are dropped).
         out: the output root, seen by every node.
         recipe: :class:`UnwrapRecipe` or :class:`RefineRecipe` (picklable; built once per worker).
         address: the cluster (``ray://`` or ``HOST:PORT``; default ``RAY_ADDRESS``, else a local
             Ray for this run).
         workers: actors to start (default: the cluster's CPUs / ``cpus``, at least 1).
         cpus: CPUs per actor (its torch threads).
-        retries: how many more times a photo whose worker died is tried.
+        retries: how many more times a photo whose worker died is tried (and how many times a
+            worker slot whose actor cannot start is started again).
         all_faces, overwrite, command: as :func:`facerefiner.batch.run_batch`.
         on_photo: called with each photo when it is submitted or skipped.
         on_record: called with each photo's record as it arrives (in completion order).
@@ -207,107 +238,169 @@ def run_batch_ray(photos: Iterable[Path], out: Path, recipe: Any, *, address: st
         kw.update(ray_init or {})
         ray.init(**kw)
     res = BatchResult(out=out, records=[], command=command, overwrite=overwrite, started=started)
-    order: list[Path] = []  # the photos pulled so far, in input order (the records' order)
-    by_photo: dict[Path, PhotoRecord] = {}
-    source: Iterator[Path] = iter(photos)
-    idle: deque = deque()  # the live actors (each queues up to IN_FLIGHT_PER_WORKER calls)
-    busy: dict[Any, tuple[Any, Path, int]] = {}  # ref -> (actor, photo, attempt)
-    retry: deque[tuple[Path, int]] = deque()
+    # one record per photo pulled, in input order: "not run" until the photo's outcome arrives
+    records = res.records
+    source: Iterator[Path] = iter_unique(photos)
+    crew: list[_Worker] = []
+    starting: dict[Any, _Worker] = {}  # ready-ref -> the worker it tells has started
+    # ref -> (worker, index of the photo's record, attempt, submission number)
+    busy: dict[Any, tuple[_Worker, int, int, int]] = {}
+    submitted = 0
+    retry: deque[tuple[int, int]] = deque()  # (index of the photo's record, attempt)
     produced: set[str] = set()  # stems written in this run (a later photo of that stem is not skipped)
-    seen: set[Path] = set()
+    start_failures: list[int] = []  # per worker slot: its actors that could not start
+    no_start = ""  # why the last worker that could not start did not
     exhausted = False
+    held: tuple[int, int] | None = None  # a photo pulled while no worker had room for it
 
-    def emit(rec: PhotoRecord) -> None:
-        by_photo[rec.photo] = rec
+    def emit(i: int, rec: PhotoRecord) -> None:
+        records[i] = rec
         if on_record is not None:
             on_record(rec)
 
-    def next_photo() -> tuple[Path, int] | None:
-        nonlocal exhausted
+    def next_photo() -> tuple[int, int] | None:
+        nonlocal exhausted, held
+        if held is not None:
+            job, held = held, None
+            return job
         if retry:
             return retry.popleft()
         while not exhausted:
             try:
-                order.append(Path(next(source)))  # at once: a Ctrl-C from here on records it "not run"
+                p = next(source)
             except StopIteration:
                 exhausted = True
                 return None
-            p = order[-1]
-            key = p.resolve() if p.exists() else p
-            if key in seen:
-                order.pop()
-                continue
-            seen.add(key)
+            records.append(PhotoRecord(p, NOT_RUN, error="interrupted"))  # at once: a Ctrl-C records it
+            i = len(records) - 1
             if on_photo is not None:
                 on_photo(p)
             folders = None if overwrite or p.stem in produced else finished_folders(p, out, all_faces, command)
             if folders is not None:
-                emit(PhotoRecord(p, SKIPPED, folders=folders))
+                emit(i, PhotoRecord(p, SKIPPED, folders=folders))
                 continue
             produced.add(p.stem)
-            return p, 0
+            return i, 0
         return None
 
+    def spawn(slot: int) -> None:
+        w = _Worker(actor_cls.remote(recipe, threads=max(1, int(cpus)), cwd=os.getcwd()), slot)
+        crew.append(w)
+        starting[w.actor.pid.remote()] = w
+
+    def retire(w: _Worker) -> None:
+        """Take a worker out of the crew (it died, or is given up on) and kill its actor."""
+        if w in crew:
+            crew.remove(w)
+        try:
+            ray.kill(w.actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - it is already gone
+            log.info("could not kill a worker", exc_info=True)
+
+    died = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+            ray.exceptions.ObjectLostError, ray.exceptions.OutOfMemoryError)
     try:
         gpus = float(ray.cluster_resources().get("GPU", 0))
         n = workers or max(1, int(float(ray.cluster_resources().get("CPU", 1)) // max(cpus, 1e-9)))
         actor_cls = ray.remote(num_cpus=cpus, num_gpus=1 if gpus >= n else 0, max_restarts=0)(FaceWorker)
-
-        def spawn():
-            return actor_cls.remote(recipe, threads=max(1, int(cpus)), cwd=os.getcwd())
-
-        idle.extend(spawn() for _ in range(n))
-        def load(a) -> int:
-            return sum(1 for b, _, _ in busy.values() if b is a)
+        start_failures = [0] * n
+        for slot in range(n):
+            spawn(slot)
 
         while True:
-            while len(busy) < n * IN_FLIGHT_PER_WORKER:
-                actor = min(idle, key=load)  # the least busy worker (Ray does not move queued calls)
-                if load(actor) >= IN_FLIGHT_PER_WORKER:
+            # photos to the started workers, the least busy first (Ray does not move queued calls)
+            while True:
+                free = [w for w in crew if w.ready and w.load < IN_FLIGHT_PER_WORKER]
+                if not free:
                     break
                 job = next_photo()
                 if job is None:
                     break
-                busy[actor.run.remote(str(job[0]))] = (actor, job[0], job[1])
+                w = min(free, key=lambda x: x.load)
+                w.load += 1
+                submitted += 1
+                busy[w.actor.run.remote(str(records[job[0]].photo))] = (w, job[0], job[1], submitted)
             if not busy:
-                break
-            done, _ = ray.wait(list(busy), num_returns=1)
+                if held is None:
+                    held = next_photo()
+                if held is None:
+                    break  # every photo has its outcome (workers still starting are not waited for)
+                if not starting:  # photos left and no worker that can take them
+                    why = no_start or "no worker could be started"
+                    job = held
+                    while job is not None:
+                        p = records[job[0]].photo
+                        emit(job[0], PhotoRecord(p, FAILED, error=f"{p}: no worker could start ({why})"))
+                        job = next_photo()
+                    break
+            if busy or any(w.ready for w in crew):
+                done, _ = ray.wait(list(busy) + list(starting), num_returns=1)
+            else:  # photos wait for a worker to start: say so when that takes long
+                done, _ = ray.wait(list(starting), num_returns=1, timeout=STARTUP_PATIENCE_S)
+                if not done:
+                    log.warning("no Ray worker has started in %d s (is there room in the cluster for one of "
+                                "%s CPU%s?); still waiting", STARTUP_PATIENCE_S, cpus, "" if cpus == 1 else "s")
+                    continue
             ref = done[0]
-            actor, photo, attempt = busy.pop(ref)
+            if ref in starting:
+                w = starting.pop(ref)
+                try:
+                    ray.get(ref)
+                    w.ready = True
+                except ray.exceptions.RayError as e:  # its models did not load, or its node went away
+                    no_start = f"{type(e).__name__}{': ' + _reason(e) if _reason(e) else ''}"
+                    log.info("a worker could not start: %s", no_start)
+                    retire(w)
+                    start_failures[w.slot] += 1
+                    if start_failures[w.slot] <= retries:
+                        spawn(w.slot)
+                continue
+            w, i, attempt, seq = busy.pop(ref)
+            w.load -= 1
+            photo = records[i].photo
             try:
                 rec = ray.get(ref)
-            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
-                    ray.exceptions.NodeDiedError, ray.exceptions.ObjectLostError) as e:
-                # the worker died under this photo (or with it queued): a new worker, and the photo again
-                remove_partial(out, photo, all_faces)
-                if any(a is actor for a in idle):
-                    idle.remove(actor)
-                    idle.append(spawn())
-                reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
-                if attempt < retries:
-                    log.info("worker died on %s (attempt %d): %s", photo, attempt + 1, reason)
-                    retry.append((photo, attempt + 1))
-                else:
-                    emit(PhotoRecord(photo, FAILED, error=f"{photo}: its worker died {attempt + 1} times "
-                                     f"({type(e).__name__}{': ' + reason if reason else ''})"))
+            except died as e:
+                # The worker died (killed, out of memory, its node lost): a new worker in its slot,
+                # and its photos again. A worker runs its calls in order, so its oldest photo in
+                # flight was the one running: that one is charged an attempt; the ones queued
+                # behind it never started and go back to the front of the queue as they were.
+                if w in crew:
+                    retire(w)
+                    spawn(w.slot)
+                mine = [(ref, i, attempt, seq)] + [(r, *busy.pop(r)[1:]) for r in
+                                                   [r for r, b in busy.items() if b[0] is w]]
+                w.load = 0
+                running = min(mine, key=lambda m: m[3])
+                reason = _reason(e)
+                for _, j, att, _ in sorted(mine, key=lambda m: -m[3]):
+                    q = records[j].photo
+                    remove_partial(out, q, all_faces)
+                    if j != running[1]:
+                        retry.appendleft((j, att))
+                    elif att < retries:
+                        log.info("worker died on %s (attempt %d): %s", q, att + 1, reason)
+                        retry.appendleft((j, att + 1))
+                    else:
+                        emit(j, PhotoRecord(q, FAILED, error=f"{q}: its worker died {att + 1} times "
+                                            f"({type(e).__name__}{': ' + reason if reason else ''})"))
                 continue
             except ray.exceptions.RayTaskError as e:  # run_one catches a photo's errors; a last guard
-                emit(PhotoRecord(photo, FAILED, error=f"{photo}: unexpected error ({str(e).splitlines()[0][:160]})"))
+                emit(i, PhotoRecord(photo, FAILED, error=f"{photo}: unexpected error ({_reason(e)})"))
                 continue
-            emit(_record(photo, rec))
+            emit(i, _record(photo, rec))
     except KeyboardInterrupt:
         res.interrupted = True
-        for a in list(idle):
-            try:
-                ray.kill(a, no_restart=True)
-            except Exception:  # noqa: BLE001 - the cluster may be going down with us
-                log.info("could not kill a worker", exc_info=True)
-        for _, photo, _ in busy.values():
-            remove_partial(out, photo, all_faces)
-        order.extend(Path(p) for p in source)  # the photos never pulled: not run either
+        for w in list(crew):  # first, so that none goes on writing
+            retire(w)
+        for _, i, _, _ in busy.values():
+            remove_partial(out, records[i].photo, all_faces)
+        # the photos never pulled: not run either (listed, not read)
+        records.extend(PhotoRecord(p, NOT_RUN, error="interrupted") for p in source)
     finally:
+        for w in list(crew):  # also on a normal end: an outside cluster gets its CPUs back now
+            retire(w)
         if own:
             ray.shutdown()
-    res.records = [by_photo.get(p) or PhotoRecord(p, NOT_RUN, error="interrupted") for p in order]
     res.seconds = time.perf_counter() - t_start
     return res

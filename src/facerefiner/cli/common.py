@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence, Sized
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..batch import (DONE, FAILED, NOT_RUN, SKIPPED, BatchResult, PhotoRecord, duplicate_stems, run_batch,
-                     unique_photos)
-from ..pipeline import PhotoResult
+from ..batch import DONE, FAILED, NOT_RUN, SKIPPED, BatchResult, PhotoRecord, run_batch
+from ..pipeline import PhotoResult, PhotoSource
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -75,7 +74,7 @@ def say_interrupted() -> None:
         _interrupt_said = True
 
 
-def run_photos(photos: Sequence[Path], work: Callable[..., PhotoResult] | None, *, out: Path, command: str,
+def run_photos(photos: Iterable[Path], work: Callable[..., PhotoResult] | None, *, out: Path, command: str,
                all_faces: bool = False, overwrite: bool = False,
                engine: Callable[..., BatchResult] | None = None) -> BatchResult:
     """Run ``work(photo, on_stage[, on_step])`` on each photo not finished yet under ``out``
@@ -84,22 +83,31 @@ def run_photos(photos: Sequence[Path], work: Callable[..., PhotoResult] | None, 
     callback for the optimisation's steps (scale, step, loss terms). A Ctrl-C ends the batch
     between photos or stages (``BatchResult.interrupted``); pass the result to :func:`finish`.
 
+    ``photos``: a list, or a :class:`facerefiner.pipeline.PhotoSource` (streamed: the batch pulls
+    the photos one at a time; on a terminal the progress bar's total is counted first with one
+    listing of each folder). Two photos with the same stem write the same folder: a warning is
+    printed when the second comes up (each stem met is kept, with its first photo).
+
     ``engine``: another engine's batch (``--engine ray``: :func:`facerefiner.ray_batch.run_batch_ray`
     with its settings bound), called as ``engine(photos, on_photo=..., on_record=...)``; ``work``
     is then unused (the engine's workers build their own)."""
     global _interrupt_said
     _interrupt_said = False
-    photos = unique_photos(photos)
-    for group in duplicate_stems(photos):
-        err.print(f"[yellow]warning:[/yellow] {escape(', '.join(map(str, group)))} all write "
-                  f"{escape(str(Path(out) / group[0].stem))}; the last one wins", highlight=False)
+    total = None
+    if err.is_terminal:
+        total = photos.count() if isinstance(photos, PhotoSource) else len(photos) if isinstance(photos, Sized) else None
+    stems: dict[str, Path] = {}  # stem -> the first photo of that stem (the Path its record holds too)
     with_steps = work is not None and len(inspect.signature(work).parameters) >= 3
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[stage]}"), console=err, transient=True,
                   disable=not err.is_terminal) as bar:
-        task = bar.add_task("photos", total=len(photos), stage="")
+        task = bar.add_task("photos", total=total, stage="")
 
         def on_photo(p: Path) -> None:
+            first = stems.setdefault(p.stem, p)
+            if first is not p:  # (the engines drop repeats of the same file before this)
+                err.print(f"[yellow]warning:[/yellow] {escape(str(first))} and {escape(str(p))} both write "
+                          f"{escape(str(Path(out) / p.stem))}; the last one wins", highlight=False)
             bar.update(task, description=p.name[:40], stage="")
 
         def stage(s: str) -> None:
@@ -113,12 +121,11 @@ def run_photos(photos: Sequence[Path], work: Callable[..., PhotoResult] | None, 
         def on_record(r: PhotoRecord) -> None:
             p = escape(str(r.photo))
             if r.status == DONE:
-                found = r.result.faces_in_photo if r.result is not None else 0
-                more = (f": [yellow]{len(r.folders)} of {found} faces[/yellow] (use --all-faces for every face)"
-                        if found > len(r.folders) else "")
+                more = (f": [yellow]{len(r.folders)} of {r.faces_in_photo} faces[/yellow] (use --all-faces for "
+                        "every face)" if r.faces_in_photo > len(r.folders) else "")
                 for f in r.folders:
                     err.print(f"[green]ok[/green] {p} -> {escape(str(Path(out) / f))}{more}", highlight=False)
-                for note in (r.result.notes if r.result is not None else []):
+                for note in r.notes:
                     err.print(f"[yellow]notice:[/yellow] {escape(note)}", highlight=False)
             elif r.status == SKIPPED:
                 err.print(f"[cyan]skipped[/cyan] {p}: {escape(', '.join(r.folders))} already done "
@@ -184,8 +191,9 @@ def ray_engine(engine: str, recipe: object, *, out: Path, command: str, all_face
 
 
 def finish(result: BatchResult) -> None:
-    """Write OUT/summary.json, OUT/summary.csv and OUT/index.html, print the counts and the
-    failures' reasons, and exit: 0 none failed, 2 some failed, 130 interrupted (Ctrl-C)."""
+    """Write OUT/summary.json, OUT/summary.csv and OUT/index.html (with its pages past
+    :data:`facerefiner.gallery.PER_PAGE` faces), print the counts and the failures' reasons, and
+    exit: 0 none failed, 2 some failed, 130 interrupted (Ctrl-C)."""
     from ..batch import write_summary
     from ..errors import OutputError
     from ..gallery import write_index
@@ -194,7 +202,10 @@ def finish(result: BatchResult) -> None:
     written: list[str] = []
     try:
         written += [str(p) for p in write_summary(out, result)]
-        written.append(str(write_index(out, result.to_json())))
+        # the gallery reads the summary's head and its failed and not-run rows only
+        summary = {**result.head_json(),
+                   "photos": (r.to_json() for r in result.records if r.status in (FAILED, NOT_RUN))}
+        written.append(str(write_index(out, summary)))
     except OutputError as e:
         err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
     c = result.counts()

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..configdoc import field_help, settable_fields
-from ..pipeline import MAX_EXPORT_SIZE, RefineOptions, expand_inputs, load_content, refine_photo
+from ..pipeline import MAX_EXPORT_SIZE, RefineOptions, photo_source, load_content, refine_photo
 from ..presets import PRESETS, RefineConfig
 from .common import (ADDRESS_HELP, ENGINE_HELP, RETRIES_HELP, WORKERS_HELP, check_engine, err, finish, ray_engine, run_photos,
                      usage_error)
@@ -94,11 +94,11 @@ def refine_cmd(
     if occlusion not in ("auto", "off"):
         usage_error(f"--occlusion must be auto or off, got {occlusion!r}")
     try:
-        files = expand_inputs(photos)
+        files = photo_source(photos)  # checked now, listed lazily as the batch pulls the photos
+        if files.first() is None:
+            usage_error("no photos given (no photo in " + ", ".join(photos) + ")")
     except FaceRefinerError as e:
         usage_error(str(e))
-    if not files:
-        usage_error("no photos given (no photo in " + ", ".join(photos) + ")")
     try:
         cfg = make_preset(preset, size=size, seed=seed, content_weight=content_weight, style_weight=style_weight,
                           render_weight=render_weight, features=features, steps=steps_t, passes=passes)

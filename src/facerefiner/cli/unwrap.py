@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..configdoc import field_help
-from ..pipeline import UnwrapConfig, expand_inputs, unwrap_photo
+from ..pipeline import UnwrapConfig, photo_source, unwrap_photo
 from .common import (ADDRESS_HELP, ENGINE_HELP, RETRIES_HELP, WORKERS_HELP, check_engine, finish, ray_engine, run_photos,
                      usage_error)
 from .main import app
@@ -49,11 +49,11 @@ def unwrap_cmd(
         usage_error(f"--occlusion must be auto or off, got {occlusion!r}")
     check_engine(engine, address, workers, retries)
     try:
-        files = expand_inputs(photos)
+        files = photo_source(photos)  # checked now, listed lazily as the batch pulls the photos
+        if files.first() is None:
+            usage_error("no photos given (no photo in " + ", ".join(photos) + ")")
     except FaceRefinerError as e:
         usage_error(str(e))
-    if not files:
-        usage_error("no photos given (no photo in " + ", ".join(photos) + ")")
     cfg = UnwrapConfig(size=size, all_faces=all_faces, min_face=min_face, head=head, uv_layout=uv_layout, mask=mask, occlusion=occlusion)
     try:
         check_writable_dir(out)
