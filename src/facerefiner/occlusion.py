@@ -460,6 +460,71 @@ def texture_contrast(luma: np.ndarray, reference: np.ndarray, sigma: float) -> n
     return (r / max(ref, 1e-6)).astype(np.float64)
 
 
+#: Below this share of the luma that the face's own shading predicts (:func:`shading_ratio`), a
+#: pixel is darker than its orientation explains: hair of the skin's hue over the forehead, a frame,
+#: a hat's shadow. Attached shadows (a jaw facing away from the light) keep a ratio near 1.
+DARK_RATIO = 0.55
+#: Pixels off the face within this fraction of the face's size of its part above the beard zone
+#: (the forehead, the temples, the cheeks) that are far darker than the cheeks are hair too.
+HAIR_REACH = 0.15
+
+
+def shading_ratio(luma: np.ndarray, normals: np.ndarray, fit_on: np.ndarray, grow_on: np.ndarray | None = None,
+                  rounds: int = 3, iterations: int = 6) -> np.ndarray:
+    """Each pixel's luma over the luma that a smooth shading of the face predicts at its normal.
+
+    The shading is first order, ``Y ~ c0 + c . (-n)`` (an ambient term and one distant light: the
+    first two spherical-harmonic bands folded into four numbers), fitted by least squares
+    reweighted with Huber's weights (k = 1.5 robust standard deviations), first to ``fit_on``, then
+    ``rounds - 1`` times to the pixels of ``fit_on`` or ``grow_on`` that the last fit explains
+    within :data:`EXPLAINED` (a fit to the cheeks alone extrapolates poorly to the forehead and the
+    jaw; hair over the forehead never joins the fit). The prediction is floored at 0.15 of the
+    fitted pixels' median luma (a face turned away from the light is never predicted black).
+
+    Args:
+        luma: (h, w) float luma in [0, 255].
+        normals: (h, w, 3) float unit normals in the camera frame (OpenCV: z away from the camera),
+            0 where there is no surface.
+        fit_on: (h, w) bool, pixels most surely skin (the cheeks and nose).
+        grow_on: optional (h, w) bool, more pixels that are mostly skin (the rest of the face away
+            from its features).
+        rounds: fits; iterations: reweighting passes per fit.
+
+    Returns:
+        (h, w) float64: 1 = as bright as the shading predicts; 1 where ``normals`` is 0 or fewer
+        than 20 ``fit_on`` pixels have a normal.
+    """
+    n = np.asarray(normals, np.float64)
+    y = np.asarray(luma, np.float64)
+    has = np.linalg.norm(n, axis=-1) > 0.5
+    B = np.concatenate([np.ones(n.shape[:-1] + (1,)), -n], -1)
+    sel = fit_on & has
+    if sel.sum() < 20:
+        return np.ones(y.shape, np.float64)
+    pool = (fit_on | grow_on) & has if grow_on is not None else sel
+    ratio = np.ones(y.shape, np.float64)
+    for _ in range(max(1, rounds)):
+        A, b = B[sel], y[sel]
+        w = np.ones(len(b))
+        for _ in range(iterations):
+            coef = np.linalg.lstsq(A * w[:, None], b * w, rcond=None)[0]
+            r = b - A @ coef
+            sd = 1.4826 * float(np.median(np.abs(r))) + 1e-6
+            w = np.sqrt(np.minimum(1.0, 1.5 * sd / np.maximum(np.abs(r), 1e-12)))
+        pred = np.maximum(B @ coef, 0.15 * max(float(np.median(b)), 1.0))
+        ratio = np.where(has, y / pred, 1.0)
+        nxt = pool & (np.abs(np.log(np.maximum(ratio, 1e-6))) < np.log(EXPLAINED))
+        if nxt.sum() < 20:
+            break
+        sel = nxt
+    return ratio
+
+
+#: A pixel within this factor of the predicted luma (either way) is explained by the shading and
+#: joins its next fit (:func:`shading_ratio`).
+EXPLAINED = 1.3
+
+
 def _clean(ns: np.ndarray, face_size: float) -> np.ndarray:
     """A 3 x 3 median (drops lone pixels, pores and noise, and keeps a frame two pixels wide), then
     a closing of :data:`CLOSE` (joins hair strands into the fringe they make)."""
@@ -486,6 +551,7 @@ class _Crop:
     rgb: np.ndarray          # (h, w, 3) uint8
     cover: np.ndarray        # (h, w) bool
     texel: np.ndarray        # (h, w) int64 flat index into the (RULE_SIZE,) ** 2 grid, -1 off the mesh
+    normals: np.ndarray      # (h, w, 3) float64 unit normal in the camera frame (OpenCV), 0 off the mesh
 
 
 def _face_crop(rgb: np.ndarray, geometry: FaceGeometry, layout: UVLayout) -> _Crop:
@@ -499,7 +565,13 @@ def _face_crop(rgb: np.ndarray, geometry: FaceGeometry, layout: UVLayout) -> _Cr
     texel = -np.ones(h * w, np.int64)
     t = np.clip(np.floor(cache.uv[0].numpy() * U).astype(np.int64), 0, U - 1)
     texel[cache.index[0].numpy()] = t[:, 1] * U + t[:, 0]
-    return _Crop(region, crop, cover, texel.reshape(h, w))
+    from .unwrap import vertex_normals
+
+    nv = vertex_normals(geometry.camera.to_camera(geometry.vertices), layout.faces, layout.weld)
+    n = R.interpolate(torch.as_tensor(nv, dtype=torch.float32), rast, torch.as_tensor(layout.faces))[0].numpy()
+    n = n.astype(np.float64) / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-8)
+    n[~cover] = 0.0
+    return _Crop(region, crop, cover, texel.reshape(h, w), n)
 
 
 def _skin_samples(c: _Crop, layout: UVLayout, feats: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -543,6 +615,20 @@ def _share_around(values: np.ndarray, where: np.ndarray, sigma: float) -> np.nda
     return np.where(den > 1e-3, num / np.maximum(den, 1e-3), 0.0)
 
 
+def beard_zone(layout: UVLayout, size: int = RULE_SIZE) -> np.ndarray:
+    """(size, size) bool: the layout's texels below the nose on the face proper (a head's neck is
+    below the chin: a collar or a scarf there is symmetric too, and not a beard). All False when the
+    layout has no nose feature."""
+    from .layout import face_region_mask
+
+    nose = feature_masks(layout, size, RULE_FEATURE_MARGIN).get("NOSE")
+    zone = np.zeros((size, size), bool)
+    if nose is not None and nose.any():
+        zone[int(np.nonzero(nose.any(1))[0].max()):] = True
+        zone &= face_region_mask(layout, size)
+    return zone
+
+
 @dataclass(frozen=True)
 class _Rules:
     """The layout's rules on the (RULE_SIZE, RULE_SIZE) grid (see the module docstring)."""
@@ -580,13 +666,8 @@ def _rules(ns_pix: np.ndarray, c: _Crop, layout: UVLayout, features: np.ndarray 
     # or a scarf there is symmetric too, and not a beard); symmetric non-skin there is facial hair
     beard = np.zeros((U, U), bool)
     one_sided = np.zeros((U, U), bool)
-    zone = np.zeros((U, U), bool)
-    if "NOSE" in narrow_d and narrow_d["NOSE"].any():
-        from .layout import face_region_mask
-
-        rows = np.nonzero(narrow_d["NOSE"].any(1))[0]
-        zone[rows.max():] = True
-        zone &= face_region_mask(layout, U)
+    zone = beard_zone(layout, U)
+    if zone.any():
         beard = zone
         if layout.mirror is not None:
             muv = mirror_uv(layout, U).numpy()
@@ -679,6 +760,232 @@ def occluders_by_colour(ns: np.ndarray, c: _Crop, layout: UVLayout, features: np
     return ns & occ & c.cover & ~beard
 
 
+#: A thin dark line (:func:`frame_lines`) is one the luma's closing with a disk of this radius (a
+#: fraction of the face's size: wider than a frame's bar, narrower than a brow) lifts by at least
+#: :data:`FRAME_CONTRAST` of the closed luma.
+FRAME_RADIUS = 0.02
+FRAME_CONTRAST = 0.15
+#: The thin lines a frame adds must cover at least this share of the face's pixels (a pair of
+#: glasses' top bars and bridge; not the lashes at an eye's corner beside the hair at the outline).
+FRAME_MIN_AREA = 0.01
+
+
+def frame_lines(luma: np.ndarray, c: _Crop, layout: UVLayout, occluders: np.ndarray) -> np.ndarray:
+    """The rest of a pair of glasses: thin dark lines around the features that join an occluder
+    found outside them.
+
+    The colour rules find a frame's rims and sides where they cross skin, but its top bars run
+    along the brows and its bridge between the eyes, inside the features' surroundings, where dark
+    pixels are allowed (brows, lashes, sockets). A frame's bar is a thin line, though: pixels that
+    a closing with a disk of :data:`FRAME_RADIUS` lifts by :data:`FRAME_CONTRAST` (a black top-hat,
+    relative). Those outside the features themselves, in the features' surroundings, that are
+    connected to ``occluders`` outside the surroundings, are the frame continuing, when together
+    they cover :data:`FRAME_MIN_AREA` of the face.
+
+    Args:
+        luma: (h, w) float luma of the crop in [0, 255].
+        c: the crop; layout: its layout.
+        occluders: (h, w) bool what the colour rules found.
+
+    Returns:
+        (h, w) bool the frame's pixels added (none of ``occluders``).
+    """
+    import cv2
+
+    face_px = max(1, int(c.cover.sum()))
+    r = max(1, int(round(FRAME_RADIUS * np.sqrt(face_px))))
+    y = luma.astype(np.float32)
+    closed = cv2.morphologyEx(y, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    thin = ((closed - y) / (closed + 10.0) > FRAME_CONTRAST) & c.cover
+    wide = _feature_pixels(c, layout, TEXTURE_MARGIN)
+    narrow = _feature_pixels(c, layout, RULE_FEATURE_MARGIN)
+    marker = occluders & ~wide
+    cand = (thin & ~narrow) | marker
+    n, lab = cv2.connectedComponents(cand.astype(np.uint8), connectivity=8)
+    hit = np.zeros(n, bool)
+    hit[np.unique(lab[marker])] = True
+    hit[0] = False
+    frame = hit[lab] & thin & ~narrow & ~occluders
+    return frame if frame.sum() >= FRAME_MIN_AREA * face_px else np.zeros_like(frame)
+
+
+@dataclass(frozen=True)
+class SkinEvidence:
+    """What the colour model found on a face's crop (each (h, w) bool on the crop's pixels); the
+    steps of :func:`skin_evidence`, kept for the tests and for looking at them.
+
+    Attributes:
+        core, seed: the pixels the skin's colour was learnt from (the face away from its features
+            and outline; the cheeks and nose).
+        ratio: (h, w) float64 :func:`shading_ratio` of each pixel.
+        dark: darker than the shading explains (:data:`DARK_RATIO`), above the beard zone, away
+            from the features.
+        colour: strong evidence, far from the whole face's skin colour (shadowed skin left out).
+        weak: weak evidence (far from the cheeks' colour, textured, or dark) in regions that join
+            the hair around the face.
+        hair: the non-skin pixels around the face (off the mesh).
+        frame: thin dark lines around the features joined to an occluder (:func:`frame_lines`).
+        occluders: the ``skin`` source: what the layout's rules keep of ``colour | weak``, grown.
+        highlights: the ``highlights`` source.
+    """
+
+    core: np.ndarray
+    seed: np.ndarray
+    ratio: np.ndarray
+    dark: np.ndarray
+    colour: np.ndarray
+    weak: np.ndarray
+    hair: np.ndarray
+    frame: np.ndarray
+    occluders: np.ndarray
+    highlights: np.ndarray
+
+
+def _above_eyes(feats: dict[str, np.ndarray]) -> np.ndarray:
+    """(U, U) bool: the rule grid's rows above the eyes' top (the brows and the forehead); all
+    False when the layout has no eyes."""
+    U = next(iter(feats.values())).shape[0] if feats else RULE_SIZE
+    out = np.zeros((U, U), bool)
+    eyes = [feats[k] for k in ("LEFT_EYE", "RIGHT_EYE") if k in feats and feats[k].any()]
+    if eyes:
+        out[:min(int(np.nonzero(e.any(1))[0].min()) for e in eyes)] = True
+    return out
+
+
+def skin_evidence(c: _Crop, layout: UVLayout, already: np.ndarray) -> SkinEvidence | None:
+    """The ``skin`` and ``highlights`` sources on a face's crop (see the module docstring).
+
+    Args:
+        c: the crop; layout: its layout.
+        already: (h, w) bool pixels other sources found (a hand): not learnt as skin.
+
+    Returns:
+        :class:`SkinEvidence`, or None when too little of the face's skin is seen to learn its
+        colour (fewer than 50 pixels).
+    """
+    import cv2
+
+    h, w = c.cover.shape
+    face_px = max(1, int(c.cover.sum()))
+    face_size = np.sqrt(face_px)
+    t = np.maximum(c.texel, 0)
+    ycc = colour_features(c.rgb)
+    luma = ycc[..., 2]
+    U = RULE_SIZE
+    fm = feature_masks(layout, U, RULE_FEATURE_MARGIN)
+    feats = np.zeros((U, U), bool)
+    for m in fm.values():
+        feats |= m
+    core, seed = _skin_samples(c, layout, fm)
+    core &= ~already
+    seed &= ~already
+    wide = _feature_pixels(c, layout, TEXTURE_MARGIN)
+    # darker than the face's own shading explains (hair of the skin's hue over the forehead, a
+    # frame): kept out of the skin's colour model, and weak evidence below. Only above the beard
+    # zone: stubble and a chin's shadow below the nose are darker than a first-order shading
+    # explains, and hair over the face falls from above
+    ratio = shading_ratio(luma, c.normals, seed, core)
+    zone = beard_zone(layout).reshape(-1)[t] & c.cover
+    dark = (ratio < DARK_RATIO) & c.cover & ~zone
+    dark &= ~wide | _above_eyes(fm).reshape(-1)[t]
+    # only where it makes a large region away from the features (a fringe over the forehead, down
+    # to the brows; not a shaded strip at the hairline or a lock at a temple)
+    n, lab = cv2.connectedComponents(dark.astype(np.uint8), connectivity=8)
+    away = np.bincount(lab.reshape(-1), weights=(dark & ~wide).reshape(-1).astype(np.float64), minlength=n)
+    large = away >= FALLING_AREA * face_px
+    large[0] = False
+    dark &= large[lab]
+    core &= ~dark
+    if core.sum() < 50:
+        return None
+    around = ~_grow(c.cover, max(1, int(0.02 * face_size))) & (c.rgb.max(-1) > 0)
+    # the skin as the whole face shows it (its forehead, its shaded side), started on the cheeks and
+    # nose; and, stricter, as the cheeks and nose alone show it
+    model = fit_skin_model(ycc[core], ycc[around], start=ycc[seed])
+    strict = fit_skin_model(ycc[seed], ycc[around]) if seed.sum() >= 50 else model
+    # strong evidence: far from the whole face's skin colour. Weak evidence: far from the cheeks'
+    # and nose's colour alone (a brown fringe on fair skin is near the whole face's, whose spread
+    # its shaded side widens), structure finer than skin's (hair strands, a frame's edges; away
+    # from the features and their surroundings, since lashes, brows, make-up and lips have it too),
+    # or darker than the shading explains. Weak evidence counts where its region joins the hair and
+    # background around the face: hair falling over the face, a frame reaching to the temples; not
+    # a shadow or stubble on the jaw.
+    textured = (texture_contrast(luma, seed, TEXTURE_SIGMA * face_size) > TEXTURE_RATIO) & ~wide
+    colour_ns = model.non_skin(ycc)
+    # the skin's own colour, only darker, is the skin in shadow (the jaw, a turned face's far side),
+    # unless it is part of the hair falling over the face
+    d2 = model.skin.chroma_mahalanobis2(ycc)
+    shadow = (d2 <= SHADOW_CHROMA) & (luma < model.skin.mean[2])
+    # around the face: non-skin colour, hair's texture, or, beside the upper face (not the neck),
+    # far darker than the cheeks
+    upper = _grow(c.cover & ~zone, max(1, int(round(HAIR_REACH * face_size))))
+    hair = _clean(colour_ns | textured | ((luma < DARK_RATIO * float(np.median(luma[seed]))) & upper & (d2 <= SHADOW_CHROMA)),
+                  face_size) & ~c.cover
+    # weak evidence by the cheeks' colour leaves out smooth shadowed skin and whatever the shading
+    # explains (a shaded jaw that the cheeks' strict model rejects, joined to the shaded neck beside
+    # it); textured pixels stay
+    smooth_shade = (d2 <= WEAK_SHADOW_CHROMA) & (luma < model.skin.mean[2]) & ~dark
+    explained = np.abs(np.log(np.maximum(ratio, 1e-6))) < np.log(EXPLAINED)
+    weak = _clean((strict.non_skin(ycc) & ~smooth_shade & ~explained) | textured | dark, face_size) & c.cover
+    n, lab = cv2.connectedComponents((weak | hair).astype(np.uint8), connectivity=8)
+    out_part = np.bincount(lab.reshape(-1), weights=hair.reshape(-1).astype(np.float64), minlength=n)
+    falling = out_part >= FALLING_AREA * face_px
+    falling[0] = False
+    weak &= falling[lab]
+    colour = _clean(colour_ns & ~shadow, face_size) & c.cover
+    occ = occluders_by_colour(colour | weak, c, layout, features=ycc, shadow=shadow, around=hair)
+    occ = _drop_small(occ, int(MIN_REGION * face_px))
+    frame = frame_lines(luma, c, layout, occ)
+    occluders = _grow(occ | frame, int(round(GROW * face_size)), c.cover)
+    # highlights: far brighter than the skin (and at least halfway from it to white) and whiter than
+    # it, or clipped white (no channel keeps the skin's colour); not on the features (a catchlight)
+    sat = (c.rgb.max(-1).astype(np.float64) - c.rgb.min(-1)) / np.maximum(c.rgb.max(-1), 1)
+    mu = float(np.median(luma[core]))
+    sd = 1.4826 * float(np.median(np.abs(luma[core] - mu)))
+    bright = luma > max(mu + SPECULAR_SIGMA * sd, (mu + 255.0) / 2)
+    spec = bright & (sat < SPECULAR_SATURATION * np.median(sat[core]))
+    clipped = c.rgb.min(-1) >= CLIPPED
+    in_feature = feats.reshape(-1)[t] & c.cover
+    highlights = _grow((spec | clipped) & c.cover & ~in_feature, 1, c.cover)
+    return SkinEvidence(core, seed, ratio, dark, colour, weak, hair, frame, occluders, highlights)
+
+
+#: A piece of the face left visible between occluders that is smaller than this share of the face's
+#: pixels and holds no facial feature is left out too (:func:`islands`).
+ISLAND_AREA = 0.03
+#: Pieces joined by a neck narrower than twice this fraction of the face's size are separate.
+ISLAND_NECK = 0.01
+
+
+def islands(c: _Crop, layout: UVLayout, masks) -> np.ndarray:
+    """(h, w) bool: the small pieces of the face that the ``masks`` ((h, w) bool each) leave
+    visible between them: connected pieces of the face under :data:`ISLAND_AREA` of its pixels
+    that hold no pixel of a facial feature. Between the strands of a fringe or the pieces of hair
+    found at a face's edge they are hair the colour rules missed, and the completion would spread
+    their colour over the hidden skin around them; an eye seen through a frame holds a feature and
+    stays."""
+    import cv2
+
+    union = np.zeros(c.cover.shape, bool)
+    for m in masks:
+        union |= m
+    free = c.cover & ~union
+    if not union.any() or not free.any():
+        return np.zeros_like(free)
+    face_px = max(1, int(c.cover.sum()))
+    # pieces joined by a neck thinner than a strand's width are separate pieces
+    r = max(1, int(round(ISLAND_NECK * np.sqrt(face_px))))
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    core = cv2.erode(free.astype(np.uint8), k)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(core, connectivity=4)
+    feature = np.zeros(n, bool)
+    feature[np.unique(lab[_feature_pixels(c, layout, RULE_FEATURE_MARGIN) & (core > 0)])] = True
+    keep = (stats[:, cv2.CC_STAT_AREA] >= ISLAND_AREA * face_px) | feature
+    keep[0] = False
+    kept = cv2.dilate(keep[lab].astype(np.uint8), k).astype(bool)
+    return free & ~kept
+
+
 def find_occlusions(rgb: np.ndarray, geometry: FaceGeometry, layout: UVLayout | None = None, *,
                     sources: Sequence[str] = SOURCES, models: OcclusionModels | None = None) -> Occlusion:
     """Find what covers the face in a photo (see the module docstring for the sources and rules).
@@ -725,68 +1032,19 @@ def find_occlusions(rgb: np.ndarray, geometry: FaceGeometry, layout: UVLayout | 
         except Exception as e:
             notes.append(f"background: left out ({type(e).__name__}: {e})")
     if "skin" in sources or "highlights" in sources:
-        ycc = colour_features(c.rgb)
-        U = RULE_SIZE
-        fm = feature_masks(layout, U, RULE_FEATURE_MARGIN)
-        feats = np.zeros((U, U), bool)
-        for m in fm.values():
-            feats |= m
-        core, seed = _skin_samples(c, layout, fm)
         already = np.zeros((h, w), bool)
         for m in found.values():
             already |= m
-        core &= ~already
-        seed &= ~already
-        if core.sum() < 50:
+        ev = skin_evidence(c, layout, already)
+        if ev is None:
             notes.append("skin, highlights: left out (too little of the face's skin is seen to learn its colour)")
         else:
-            around = ~_grow(c.cover, max(1, int(0.02 * face_size))) & (c.rgb.max(-1) > 0)
-            # the skin as the whole face shows it (its forehead, its shaded side), started on the
-            # cheeks and nose; and, stricter, as the cheeks and nose alone show it
-            model = fit_skin_model(ycc[core], ycc[around], start=ycc[seed])
-            strict = fit_skin_model(ycc[seed], ycc[around]) if seed.sum() >= 50 else model
-            in_feature = feats.reshape(-1)[np.maximum(c.texel, 0)] & c.cover
             if "skin" in sources:
-                # strong evidence: far from the whole face's skin colour. Weak evidence: far from
-                # the cheeks' and nose's colour alone (a brown fringe on fair skin is near the whole
-                # face's, whose spread its shaded side widens), or structure finer than skin's (hair
-                # strands, a frame's edges; away from the features and their surroundings, since
-                # lashes, brows, make-up and lips have it too). Weak evidence counts where its region
-                # joins the hair and background around the face: hair falling over the face, a frame
-                # reaching to the temples; not a shadow or stubble on the jaw.
-                wide = _feature_pixels(c, layout, TEXTURE_MARGIN)
-                textured = (texture_contrast(ycc[..., 2], seed, TEXTURE_SIGMA * face_size) > TEXTURE_RATIO) & ~wide
-                colour_ns = model.non_skin(ycc)
-                # the skin's own colour, only darker, is the skin in shadow (the jaw, a turned face's
-                # far side), unless it is part of the hair falling over the face
-                d2 = model.skin.chroma_mahalanobis2(ycc)
-                shadow = (d2 <= SHADOW_CHROMA) & (ycc[..., 2] < model.skin.mean[2])
-                hair = _clean(colour_ns | textured, face_size) & ~c.cover
-                # weak evidence leaves out smooth shadowed skin (a shaded cheek that the cheeks' strict
-                # model rejects, joined to the shaded neck beside it); textured pixels stay (hair)
-                smooth_shade = (d2 <= WEAK_SHADOW_CHROMA) & (ycc[..., 2] < model.skin.mean[2])
-                weak = _clean((strict.non_skin(ycc) & ~smooth_shade) | textured, face_size) & c.cover
-                n, lab = cv2.connectedComponents((weak | hair).astype(np.uint8), connectivity=8)
-                out_part = np.bincount(lab.reshape(-1), weights=hair.reshape(-1).astype(np.float64), minlength=n)
-                falling = out_part >= FALLING_AREA * face_px
-                falling[0] = False
-                ns = (_clean(colour_ns & ~shadow, face_size) & c.cover) | (weak & falling[lab])
-                occ = occluders_by_colour(ns, c, layout, features=ycc, shadow=shadow, around=hair)
-                occ = _drop_small(occ, int(MIN_REGION * face_px))
-                found["skin"] = _grow(occ, int(round(GROW * face_size)), c.cover)
+                found["skin"] = ev.occluders
             if "highlights" in sources:
-                sat = (c.rgb.max(-1).astype(np.float64) - c.rgb.min(-1)) / np.maximum(c.rgb.max(-1), 1)
-                y = ycc[..., 2]
-                mu = float(np.median(y[core]))
-                sd = 1.4826 * float(np.median(np.abs(y[core] - mu)))
-                # a highlight is far brighter than the skin (and at least halfway from it to white)
-                # and whiter than it
-                bright = y > max(mu + SPECULAR_SIGMA * sd, (mu + 255.0) / 2)
-                spec = bright & (sat < SPECULAR_SATURATION * np.median(sat[core]))
-                clipped = c.rgb.min(-1) >= CLIPPED  # white: no channel keeps the skin's colour
-                hi = (spec | clipped) & c.cover & ~in_feature
-                found["highlights"] = _grow(hi, 1, c.cover)
-
+                found["highlights"] = ev.highlights
+            if "skin" in sources:
+                found["skin"] = found["skin"] | islands(c, layout, found.values())
     full = {k: _to_photo(m, c.region, (H, W)) for k, m in found.items()}
     face = _to_photo(c.cover, c.region, (H, W))
     mask = np.zeros((H, W), bool)
