@@ -77,7 +77,7 @@ def test_share_around_by_hand():
     v[:, :4] = 1.0
     where = np.ones((9, 9), bool)
     where[:, 4] = False                             # the middle column is the "feature"
-    s = O._share_around(v, where, sigma=50.0)       # a very wide window: the plain mean over where
+    s = O.share_around(v, where, sigma=50.0)       # a very wide window: the plain mean over where
     assert s[4, 4] == pytest.approx(36 / 72, abs=0.02)
 
 
@@ -133,7 +133,7 @@ def test_shading_ratio_keeps_an_attached_shadow_and_ignores_a_minority_of_hair()
 
 
 def _flat_crop(n: int, feature_at: np.ndarray | None = None):
-    """A hand-made :class:`occlusion._Crop` of an n x n face covering every pixel, whose pixels map
+    """A hand-made :class:`occlusion.Crop` of an n x n face covering every pixel, whose pixels map
     to a texel away from the layout's features, except ``feature_at`` ((n, n) bool), mapped to a
     texel of an eye."""
     from facerefiner.layout import default_layout, feature_mask
@@ -144,7 +144,7 @@ def _flat_crop(n: int, feature_at: np.ndarray | None = None):
     texel = np.full((n, n), int(np.nonzero(~fm)[0][0]))
     if feature_at is not None:
         texel[feature_at] = int(np.nonzero(fm)[0][0])
-    crop = O._Crop(region=None, rgb=np.zeros((n, n, 3), np.uint8), cover=np.ones((n, n), bool), texel=texel,
+    crop = O.Crop(region=None, rgb=np.zeros((n, n, 3), np.uint8), cover=np.ones((n, n), bool), texel=texel,
                    normals=np.zeros((n, n, 3)))
     return crop, layout
 
