@@ -278,14 +278,22 @@ def test_a_fringe_of_the_skins_hue_is_found(detector):
 
 def test_glasses_frames_are_found(detector):
     """deca_exp_0: thick black frames; the face's darkest pixels in the eye band are mostly them
-    (the rest: pupils and lashes, which stay)."""
+    (the rest: pupils and lashes, which stay), and the top bar over the brows (hand-checked box x
+    40-180, y 44-52 of the 224 px photo) is masked (by the brow rule: a region of one colour spanning
+    both eyes, over brows of another; without it a third of the bar stays)."""
     rgb, geo, o = _occ("deca_exp_0.jpg", detector)
     lm = geo.landmarks
+    luma = rgb.astype(float) @ [0.299, 0.587, 0.114]
     band = np.zeros_like(o.mask)
     band[int(lm[105, 1]) - 2:int(lm[1, 1]) - 10, :] = True          # brows .. above the nose tip
-    dark = (rgb.astype(float) @ [0.299, 0.587, 0.114] < 50) & band & o.face
+    dark = (luma < 50) & band & o.face
     assert dark.sum() > 100
     assert o.mask[dark].mean() > 0.6
+    bar = np.zeros_like(o.mask)
+    bar[44:52, 40:180] = True
+    bar &= (luma < 60) & o.face
+    assert bar.sum() > 200
+    assert o.mask[bar].mean() > 0.85
 
 
 def test_background_inside_a_wide_outline_is_found(detector):

@@ -180,6 +180,20 @@ def occluders_by_colour(ns: np.ndarray, c: Crop, layout: UVLayout, features: np.
         # brow's lower half, a frame across a brow, the nose or an eye's lid)
         edge = grow(comp_occ[lab] & ~narrow & joined, max(1, int(round(ENTER * np.sqrt(face_px)))))
         inside |= narrow & same & edge
+        # and along the brows, every pixel of the colour of an occluder that spans both eyes (a
+        # frame's top bar running over brows of another colour; not the hair at one temple)
+        eyes = [grow(m.reshape(-1)[t] & c.cover, max(1, int(round(ENTER * np.sqrt(face_px)))))
+                for name, m in rules.features.items() if name in ("LEFT_EYE", "RIGHT_EYE")]
+        if len(eyes) == 2:
+            both = np.ones(n, bool)
+            for e in eyes:
+                touch = np.zeros(n, bool)
+                touch[np.unique(lab[e & comp_occ[lab]])] = True
+                both &= touch
+            both[0] = False
+            for name, m in rules.features.items():
+                if "EYEBROW" in name:
+                    inside |= m.reshape(-1)[t] & c.cover & same & both[lab]
     occ = (comp_occ[lab] & ~narrow) | inside
     # a region's texels whose mirror is not seen follow the region's other texels in the beard
     # zone: kept as a beard when those are symmetric (or there are none), not when they are not
