@@ -61,7 +61,8 @@ from .unwrap import sample_side
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "psnr", "ssim", "ssim_map", "bounding_box", "visible_fidelity", "IdentityModel", "identity_model", "identity_available", "identity_distances",
+    "psnr", "ssim", "ssim_map", "bounding_box", "visible_fidelity", "IdentityModel", "identity_model", "identity_available",
+    "identity_distances", "face_texels",
     "EvalExtraMissing", "cheek_mask", "probe_mask", "PROBE_KINDS", "CompletionProbe", "completion_probe",
     "completion_score", "detail_ratio", "dog_luma",
     "seam_ratio", "chroma_drift", "cost", "OutputFolder", "load_output", "geometry_from_folder", "evaluate_folder",
@@ -370,6 +371,21 @@ def identity_available() -> bool:
         return False
 
 
+def face_texels(layout: UVLayout, size: int) -> torch.Tensor:
+    """(size, size) bool: the texels of the triangles of the face proper (all three corners in
+    :attr:`UVLayout.face`; every texel of the layout for a face mask)."""
+    from .unwrap import uv_raster
+
+    uvr = uv_raster(layout, size)
+    if layout.face is None:
+        return uvr.valid.clone()
+    keep = np.zeros(layout.num_vertices, bool)
+    keep[layout.face] = True
+    tri = torch.from_numpy(keep[layout.faces].all(1))
+    tid = uvr.rast[0, ..., 3].long() - 1
+    return uvr.valid & tri[tid.clamp_min(0)]
+
+
 def identity_distances(photo: np.ndarray, texture: torch.Tensor, geometry: FaceGeometry,
                        layout: UVLayout | None = None, visibility: torch.Tensor | None = None, *,
                        yaws: tuple[float, ...] | None = IDENTITY_YAWS, model: IdentityModel | None = None,
@@ -377,7 +393,10 @@ def identity_distances(photo: np.ndarray, texture: torch.Tensor, geometry: FaceG
     """Face-descriptor distances between the photo and renders of the texture.
 
     (a) ``render``: the texture rendered at the input camera composited over the photo (texels
-    outside ``visibility`` transparent), on the face's crop of the photo; (b) ``turned``: the head
+    outside ``visibility`` transparent), on the face's crop of the photo; for a head (a layout with
+    :attr:`~facerefiner.layout.UVLayout.face`) only its face is composited, as the face mask's
+    is, so that both compare the face's texture with the photo's hair, ears and neck around it, and
+    ``render_head`` is the whole head composited (its scalp is skin where the photo has hair); (b) ``turned``: the head
     turned to each yaw of ``yaws`` (absolute, degrees; about the model's vertical axis, so with
     pitch and roll the pose's yaw is close to, not exactly, the target: see ``turned_yaw_deg``),
     rendered on a plain grey background. Each face is aligned by dlib's 5-point predictor on the
@@ -393,12 +412,24 @@ def identity_distances(photo: np.ndarray, texture: torch.Tensor, geometry: FaceG
     c = _face_crop(photo, geometry, layout, max_side)
     box = bounding_box(layout.face_points(c.camera.project(geometry.vertices)))  # a head's face, not its neck
     ref = model.descriptor(c.photo, box)
-    img, vis = _render_rgba(texture, visibility, c.cache, premultiplied=True)
-    a = torch.where(c.covered, vis, torch.zeros_like(vis))[None]
     base = torch.from_numpy(c.photo).permute(2, 0, 1).float() / 255.0
-    comp = _u8(img + (1 - a) * base)  # premultiplied "over", as render.png
-    out: dict[str, Any] = {"model": model.name, "same_person_below": SAME_PERSON,
-                           "render": model.distance(ref, model.descriptor(comp, box))}
+
+    def over(vis_texels: torch.Tensor | None) -> float:
+        img, vis = _render_rgba(texture, vis_texels, c.cache, premultiplied=True)
+        a = torch.where(c.covered, vis, torch.zeros_like(vis))[None]
+        comp = _u8(img + (1 - a) * base)  # premultiplied "over", as render.png
+        return model.distance(ref, model.descriptor(comp, box))
+
+    out: dict[str, Any] = {"model": model.name, "same_person_below": SAME_PERSON}
+    face = face_texels(layout, int(texture.shape[-1])) if layout.face is not None else None
+    if face is not None:
+        # a head: its face over the photo, as the face mask's (the photo's hair, ears and neck
+        # around it), and beside it the whole head (its scalp is skin where the photo has hair)
+        vis = face if visibility is None else face & visibility.cpu()
+        out["render"] = over(vis.to(texture.device))
+        out["render_head"] = over(visibility)
+    else:
+        out["render"] = over(visibility)
     if yaws:
         turned, actual = {}, {}
         for yaw in yaws:
