@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from facerefiner.errors import InputError, OutputError
-from facerefiner.io import atomic_dir, ensure_writable_dir, load_image, load_mask
+from facerefiner.io import atomic_dir, ensure_writable_dir, load_image, load_mask, load_png_float, save_png, save_png16
 
 
 def _grad(h=40, w=60):
@@ -114,3 +114,36 @@ def test_unwritable_output(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match="not writable"):
         ensure_writable_dir(tmp_path / "file" / "out")
+
+
+def test_png16_round_trip_keeps_16_bits(tmp_path):
+    """save_png16 then load_png_float: every value within half a 16-bit step (an 8-bit PNG would be
+    off by up to half an 8-bit step, 257 times more), channels in RGB order."""
+    rng = np.random.default_rng(0)
+    a = rng.random((17, 23, 3))
+    a[0, 0] = (1.0, 0.0, 0.5)
+    save_png16(tmp_path / "a.png", a)
+    b = load_png_float(tmp_path / "a.png")
+    assert b.shape == (17, 23, 3) and b.dtype == np.float32
+    assert np.abs(b - a).max() <= 0.5 / 65535 + 1e-7
+    assert tuple(np.round(b[0, 0], 4)) == (1.0, 0.0, 0.5)
+    # a (3, H, W) tensor as refine passes it
+    import torch
+
+    save_png16(tmp_path / "t.png", torch.from_numpy(a).permute(2, 0, 1).float())
+    assert np.abs(load_png_float(tmp_path / "t.png") - a).max() <= 0.5 / 65535 + 1e-6
+
+
+def test_load_png_float_reads_8_bit_grey_and_rgba_and_refuses_junk(tmp_path):
+    rgb = np.array([[[255, 0, 51]]], np.uint8)
+    save_png(tmp_path / "rgb.png", rgb)
+    assert np.allclose(load_png_float(tmp_path / "rgb.png")[0, 0], (1.0, 0.0, 0.2))
+    Image.fromarray(np.array([[128]], np.uint8)).save(tmp_path / "grey.png")
+    assert np.allclose(load_png_float(tmp_path / "grey.png")[0, 0], 128 / 255)
+    Image.fromarray(np.array([[[10, 20, 30, 0]]], np.uint8), "RGBA").save(tmp_path / "rgba.png")
+    assert np.allclose(load_png_float(tmp_path / "rgba.png")[0, 0], np.array([10, 20, 30]) / 255)
+    (tmp_path / "junk.png").write_bytes(b"not a png")
+    with pytest.raises(InputError, match="junk.png"):
+        load_png_float(tmp_path / "junk.png")
+    with pytest.raises(InputError, match="missing.png"):
+        load_png_float(tmp_path / "missing.png")

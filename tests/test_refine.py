@@ -15,7 +15,7 @@ from conftest import FACES, face_photos, need
 from facerefiner.cli.main import app
 from facerefiner.errors import ShapeError
 from facerefiner.features import get_extractor
-from facerefiner.io import load_image
+from facerefiner.io import load_image, load_png_float
 from facerefiner.layout import default_layout
 from facerefiner.folder import FILES
 from facerefiner.reconstruct import reconstruct
@@ -458,11 +458,14 @@ def test_cli_refine_albedo_and_no_delight(tmp_path, ffhq_photo):
     assert len(rep["light"]["direction"]) == 3 and 0 <= rep["light"]["ambient_share"] <= 1
     light = json.loads((folder / "light.json").read_text())
     assert len(light["gamma"]) == 3 and all(len(g) == 9 for g in light["gamma"]) and "OpenCV" in light["frame"]
-    albedo = np.asarray(Image.open(folder / "albedo.png").convert("RGB"))
+    import cv2
+
+    assert cv2.imread(str(folder / "albedo.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16   # 16 bits per channel
+    albedo = load_png_float(folder / "albedo.png")
     scene = trimesh.load(io.BytesIO((folder / "mesh.glb").read_bytes()), file_type="glb")
     mesh = next(iter(scene.geometry.values()))
-    glb_img = np.asarray(mesh.visual.material.baseColorTexture.convert("RGB"))
-    assert glb_img.shape == albedo.shape and np.abs(glb_img.astype(int) - albedo).max() <= 1
+    glb_img = np.asarray(mesh.visual.material.baseColorTexture.convert("RGB"))   # 8 bits in the GLB
+    assert glb_img.shape == albedo.shape and np.abs(glb_img / 255.0 - albedo).max() <= 0.5 / 255 + 1 / 65535
     r = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "b"), "--no-delight"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     folder = tmp_path / "b" / "ffhq_00128"

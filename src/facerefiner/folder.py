@@ -21,7 +21,7 @@ Files (those a verb writes; ``FILES`` lists them in the order the gallery links 
 ``occlusion.png``          the photo's pixels left out, white
 ``texture_sampled.png``    I_S, RGBA (alpha = V) (refine)
 ``texture_initial.png``    I_C, the completed content texture (refine)
-``albedo.png``             de-lit albedo (refine, when de-lit)
+``albedo.png``             de-lit albedo, 16 bits per channel (refine, when de-lit)
 ``light.json``             the photo's light (refine, when de-lit)
 ``mesh.mtl``               the OBJ's material
 ``thumb.jpg``              the gallery's thumbnail of ``views.png`` (refine) or ``render.png``
@@ -48,7 +48,7 @@ import torch
 
 from . import __version__
 from .errors import InputError
-from .io import save_json, save_png, to_uint8
+from .io import save_json, save_png, save_png16, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -347,7 +347,7 @@ def write_refined_files(folder: Path, *, sampled: torch.Tensor, visibility: torc
     """
     folder = Path(folder)
     if albedo is not None:
-        save_png(folder / ALBEDO, to_uint8(albedo))
+        save_png16(folder / ALBEDO, albedo)  # 16 bits: relit under bright lights without banding
         save_json(folder / LIGHT, light.to_json())
     rgba = np.concatenate([to_uint8(sampled), visibility.numpy().astype(np.uint8)[..., None] * 255], axis=2)
     save_png(folder / SAMPLED, rgba)

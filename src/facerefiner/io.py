@@ -130,6 +130,43 @@ def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
     Image.fromarray(a).save(path, format="PNG")
 
 
+def save_png16(path: str | os.PathLike, image: Any) -> None:
+    """Write a (3, H, W) float tensor or (H, W, 3) float array in [0, 1] as a PNG of 16 bits per
+    channel (RGB, rounded, clamped). PIL writes no 16-bit RGB, so OpenCV encodes it."""
+    import cv2
+
+    a = image.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    a = np.clip(np.asarray(a, dtype=np.float64) * 65535.0 + 0.5, 0, 65535).astype(np.uint16)
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(a[..., ::-1]))
+    if not ok:
+        raise OutputError(f"{path}: could not encode a 16-bit PNG")
+    Path(path).write_bytes(buf.tobytes())
+
+
+def load_png_float(path: str | os.PathLike) -> np.ndarray:
+    """A PNG of 8 or 16 bits per channel -> (H, W, 3) float32 RGB in [0, 1] (grey replicated, alpha
+    dropped).
+
+    Raises:
+        InputError: the file is missing or not a PNG OpenCV can decode (one line naming it).
+    """
+    import cv2
+
+    p = Path(path)
+    try:
+        data = np.frombuffer(p.read_bytes(), np.uint8)
+    except OSError as e:
+        raise InputError(f"{p}: unreadable ({e.strerror or e})") from None
+    a = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if a is None:
+        raise InputError(f"{p}: not an image file OpenCV can read")
+    scale = 65535.0 if a.dtype == np.uint16 else 255.0
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    a = a[..., :3][..., ::-1]
+    return (a.astype(np.float32) / scale).copy()
+
+
 def to_uint8(image: Any) -> np.ndarray:
     """(C, H, W) float tensor in [0, 1] -> (H, W, C) uint8 array, C-contiguous (rounded, clamped)."""
     a = image.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy()

@@ -55,6 +55,7 @@ from .errors import FaceRefinerError, InputError
 from .layout import UVLayout, default_layout, load_layout
 from .reconstruct import FaceGeometry, euler_yxz
 from .folder import FaceReport, read_report, report_or_none, write_report
+from .io import load_png_float
 from .io import to_uint8 as _u8
 from .unwrap import sample_side
 
@@ -995,7 +996,7 @@ def read_albedo(folder: str | os.PathLike) -> tuple[torch.Tensor, Any]:
         light = Light.from_json(json.loads(l_path.read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise InputError(f"{l_path}: not a light.json ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    alb = torch.from_numpy(np.array(_read_png(a_path)[..., :3])).permute(2, 0, 1).float() / 255.0
+    alb = torch.from_numpy(load_png_float(a_path)).permute(2, 0, 1).contiguous()  # 16-bit (8-bit: older folders)
     return alb, light
 
 
