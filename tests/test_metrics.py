@@ -251,6 +251,40 @@ def test_identity_distance_to_itself_is_zero_and_to_another_person_is_large(ffhq
     assert model.distance(d, model.descriptor(other, M.bounding_box(g2.projected()))) > M.SAME_PERSON
 
 
+def test_face_texels_of_a_head_are_its_face_and_of_a_face_mask_all():
+    """The ICT head's face texels lie inside the layout: its eyes and mouth, and the skin triangles
+    around the face's own vertices (the nose tip, the cheeks), not its ears, neck or scalp far from
+    them; for the face mask they are every texel of the layout."""
+    from facerefiner.heads import get_head
+    from facerefiner.layout import default_layout
+    from facerefiner.unwrap import uv_raster
+
+    lay = default_layout()
+    assert torch.equal(M.face_texels(lay, 64), uv_raster(lay, 64).valid)
+    ict = get_head("ict").layout(None)
+    S = 512
+    ft, valid = M.face_texels(ict, S), uv_raster(ict, S).valid
+    assert (ft <= valid).all() and 0.2 < ft.sum() / valid.sum() < 0.8
+    centre = ict.uv[ict.faces].mean(1)                  # each triangle's centroid in the atlas
+    t = np.clip((centre * S).astype(int), 0, S - 1)
+    hit = ft.numpy()[t[:, 1], t[:, 0]]
+    assert hit[np.asarray(ict.parts) != 0].mean() > 0.95          # eyes, sockets, mouth
+    keep = np.zeros(ict.num_vertices, bool)
+    keep[ict.face] = True
+    assert hit[keep[ict.faces].all(1)].mean() > 0.95                 # triangles of the face's vertices
+    # skin far from the face's vertices on the head (more than a third of the face's width away,
+    # on the neutral head): the ears, the neck, the scalp; not face
+    pts = get_head("ict").neutral[ict.weld]            # (V, 3) per atlas vertex
+    face_pts = pts[ict.face]
+    width = np.ptp(face_pts[:, 0])
+    tri = pts[ict.faces].mean(1)
+    d = np.full(len(tri), np.inf)
+    for k in range(0, len(face_pts), 256):
+        d = np.minimum(d, np.linalg.norm(tri[:, None] - face_pts[None, k:k + 256], axis=-1).min(1))
+    far = (d > width / 3) & (np.asarray(ict.parts) == 0)
+    assert far.sum() > 1000 and hit[far].mean() < 0.05
+
+
 def test_cheek_mask_lies_on_the_cheek_facing_the_camera(ffhq_geo):
     from facerefiner.render import coverage_mask, face_raster
 

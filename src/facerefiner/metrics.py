@@ -373,18 +373,21 @@ def identity_available() -> bool:
 
 
 def face_texels(layout: UVLayout, size: int) -> torch.Tensor:
-    """(size, size) bool: the texels of the triangles of the face proper (all three corners in
-    :attr:`UVLayout.face`; every texel of the layout for a face mask)."""
+    """(size, size) bool: a head's face in its atlas, the region a face mask covers: the texels of
+    :func:`facerefiner.layout.face_region_mask` (the hull of the face's vertices' uv: forehead to
+    chin, cheek to cheek) and of every surface that is not skin (eyes, sockets, mouth); every texel
+    of the layout for a face mask."""
+    from .layout import face_region_mask
     from .unwrap import uv_raster
 
     uvr = uv_raster(layout, size)
     if layout.face is None:
         return uvr.valid.clone()
-    keep = np.zeros(layout.num_vertices, bool)
-    keep[layout.face] = True
-    tri = torch.from_numpy(keep[layout.faces].all(1))
-    tid = uvr.rast[0, ..., 3].long() - 1
-    return uvr.valid & tri[tid.clamp_min(0)]
+    out = torch.from_numpy(np.array(face_region_mask(layout, size)))
+    if layout.parts is not None:
+        tid = (uvr.rast[0, ..., 3].long() - 1).clamp_min(0)
+        out |= torch.from_numpy(np.asarray(layout.parts) != 0)[tid]
+    return uvr.valid & out
 
 
 def identity_distances(photo: np.ndarray, texture: torch.Tensor, geometry: FaceGeometry,
