@@ -62,8 +62,8 @@ from .unwrap import sample_side
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "psnr", "ssim", "ssim_map", "bounding_box", "visible_fidelity", "IdentityModel", "identity_model", "identity_available",
-    "identity_distances", "face_texels",
+    "psnr", "ssim", "ssim_map", "bounding_box", "visible_fidelity", "IdentityModel", "identity_model",
+    "identity_available", "identity_distances", "face_texels",
     "EvalExtraMissing", "cheek_mask", "probe_mask", "PROBE_KINDS", "CompletionProbe", "completion_probe",
     "completion_score", "detail_ratio", "dog_luma",
     "seam_ratio", "chroma_drift", "cost", "OutputFolder", "load_output", "geometry_from_folder", "evaluate_folder",

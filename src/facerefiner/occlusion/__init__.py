@@ -67,8 +67,8 @@ from .rules import (BEARD_CHROMA, FRAME_MIN_AREA, ISLAND_AREA, beard_zone, frame
 from .skin import TEXTURE_RATIO, SkinEvidence, skin_evidence
 
 __all__ = [
-    "BACKGROUND_PROB", "BEARD_CHROMA", "DARK_RATIO", "EXPLAINED", "FAR", "FRAME_MIN_AREA", "GROW", "ISLAND_AREA", "MODES", "NEAR",
-    "OCCLUSION_SIDE", "RULE_FEATURE_MARGIN", "RULE_SIZE", "SOURCES", "TEXTURE_MARGIN", "TEXTURE_RATIO", "Crop",
+    "BACKGROUND_PROB", "BEARD_CHROMA", "DARK_RATIO", "EXPLAINED", "FAR", "FRAME_MIN_AREA", "GROW", "ISLAND_AREA",
+    "MODES", "NEAR", "OCCLUSION_SIDE", "RULE_FEATURE_MARGIN", "RULE_SIZE", "SOURCES", "TEXTURE_MARGIN", "TEXTURE_RATIO", "Crop",
     "Gaussian", "Occlusion", "OcclusionModels", "SkinEvidence", "SkinModel", "beard_zone", "colour_features",
     "default_models", "face_crop", "face_mask", "feature_pixels", "find_occlusions", "fit_robust_gaussian",
     "fit_skin_model", "frame_lines", "hand_mask", "islands", "occluders_by_colour", "shading_ratio", "share_around",

@@ -10,7 +10,8 @@ import numpy as np
 
 from ..layout import UVLayout, feature_masks
 from .colour import DARK_RATIO, EXPLAINED, colour_features, fit_skin_model, shading_ratio, texture_contrast
-from .crop import GROW, RULE_FEATURE_MARGIN, RULE_SIZE, TEXTURE_MARGIN, Crop, clean, drop_small, feature_pixels, grow, skin_samples
+from .crop import (GROW, RULE_FEATURE_MARGIN, RULE_SIZE, TEXTURE_MARGIN, Crop, clean, drop_small, feature_pixels, grow,
+                   skin_samples)
 from .rules import above_eyes, beard_zone, frame_lines, occluders_by_colour
 
 #: Squared Mahalanobis distance in the skin's colour alone (chi-square, 2 d.o.f.: p = 0.01) within
@@ -51,7 +52,7 @@ class SkinEvidence:
             and outline; the cheeks and nose).
         ratio: (h, w) float64 :func:`shading_ratio` of each pixel.
         dark: darker than the shading explains (:data:`DARK_RATIO`), above the beard zone, away
-            from the features.
+            from the features but over the brows, in regions of at least :data:`FALLING_AREA`.
         colour: strong evidence, far from the whole face's skin colour (shadowed skin left out).
         weak: weak evidence (far from the cheeks' colour, textured, or dark) in regions that join
             the hair around the face.
@@ -86,7 +87,6 @@ def skin_evidence(c: Crop, layout: UVLayout, already: np.ndarray) -> SkinEvidenc
     """
     import cv2
 
-    h, w = c.cover.shape
     face_px = max(1, int(c.cover.sum()))
     face_size = np.sqrt(face_px)
     t = np.maximum(c.texel, 0)
@@ -138,10 +138,10 @@ def skin_evidence(c: Crop, layout: UVLayout, already: np.ndarray) -> SkinEvidenc
     d2 = model.skin.chroma_mahalanobis2(ycc)
     shadow = (d2 <= SHADOW_CHROMA) & (luma < model.skin.mean[2])
     # around the face: non-skin colour, hair's texture, or, beside the upper face (not the neck),
-    # far darker than the cheeks
+    # far darker than the cheeks in the skin's own hue (hair the colour model cannot tell)
     upper = grow(c.cover & ~zone, max(1, int(round(HAIR_REACH * face_size))))
-    hair = clean(colour_ns | textured | ((luma < DARK_RATIO * float(np.median(luma[seed]))) & upper & (d2 <= SHADOW_CHROMA)),
-                  face_size) & ~c.cover
+    dark_hue = (luma < DARK_RATIO * float(np.median(luma[seed]))) & (d2 <= SHADOW_CHROMA) & upper
+    hair = clean(colour_ns | textured | dark_hue, face_size) & ~c.cover
     # weak evidence by the cheeks' colour leaves out smooth shadowed skin and whatever the shading
     # explains (a shaded jaw that the cheeks' strict model rejects, joined to the shaded neck beside
     # it); textured pixels stay
