@@ -135,6 +135,58 @@ def test_fit_recovers_pose_and_expression_at_a_large_yaw(ict):
     np.testing.assert_allclose(g.info["weights"][100:], w[100:], atol=0.1)
 
 
+def test_aim_eyeball_puts_the_tip_on_the_target_and_keeps_the_ball_rigid():
+    """A unit ball of points facing the camera (model +z toward it), seen at a pose: its tip turned
+    onto a target inside its silhouette projects onto the target, every point keeps its distance
+    to the centre; a target off the ball turns it at most MAX_EYE_TURN."""
+    from facerefiner.heads.ict import MAX_EYE_TURN, aim_eyeball
+
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(200, 3))
+    pts /= np.linalg.norm(pts, axis=1, keepdims=True)
+    c, tip = np.zeros(3), np.array([0.0, 0.0, 1.0])
+    pts[0] = tip
+    R = _rotation(15.0, -5.0)
+    s, t = 10.0, np.array([100.0, 80.0, 0.0])
+    obs = lambda p: s * p @ R.T + t  # noqa: E731
+    target = obs(tip)[:2] + np.array([4.0, -3.0])                   # half the ball's radius away
+    out, deg = aim_eyeball(pts, c, tip, target, s, R, t)
+    np.testing.assert_allclose(obs(out[0])[:2], target, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(out - c, axis=1), 1.0, atol=1e-9)
+    assert obs(out[0])[2] < obs(c)[2]                                 # still on the camera's side
+    assert 20 < deg < 45
+    far, deg = aim_eyeball(pts, c, tip, obs(tip)[:2] + np.array([50.0, 0.0]), s, R, t)
+    assert deg == pytest.approx(MAX_EYE_TURN)
+    same, deg = aim_eyeball(pts, c, tip, obs(tip)[:2], s, R, t)
+    assert deg == pytest.approx(0.0, abs=1e-6) and np.allclose(same, pts)
+
+
+def test_fit_turns_the_eyeballs_to_the_photos_irises(ict):
+    """A synthetic head whose right eyeball looks 20 degrees to the side (its iris landmark moved
+    with it): the fitted head's right iris projects onto the landmark, its left eye (looking ahead)
+    barely turns, and the eyeballs stay rigid."""
+    w = np.zeros(153)
+    lm, R = _synthetic_landmarks(ict, w, yaw=10.0, pitch=0.0)
+    model = ict.shape(w)
+    ball, iris = ict.eyeballs[0], ict.iris_vertex[0]
+    c = 0.5 * (model[ball].min(0) + model[ball].max(0))
+    a = np.radians(20.0)
+    Ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    looked = c + (model[iris] - c) @ Ry.T
+    lm[468:473] = 8.0 * looked @ R.T + np.array([300.0, 260.0, 0.0])   # the right iris's landmarks
+    g = ict.fit(lm, (600, 600))
+    right, left = g.info["fit"]["eye_turn_deg"]
+    assert right == pytest.approx(20.0, abs=1.0) and left < 1.0
+    verts = np.zeros((len(ict.neutral), 3))
+    verts[ict.split_index] = g.vertices
+    proj = g.camera.project(verts[[iris]])[0, :2]
+    assert np.linalg.norm(proj - lm[468, :2]) < 0.02 * np.linalg.norm(lm[33, :2] - lm[263, :2])
+    fitted = verts[ball]
+    d = np.linalg.norm(fitted - 0.5 * (fitted.min(0) + fitted.max(0)), axis=1)
+    d0 = np.linalg.norm(model[ball] - c, axis=1)
+    assert np.abs(np.sort(d) - np.sort(d0)).max() < 0.05                # rigid (up to the fitted shape)
+
+
 def test_landmark_points_of_the_fitted_head_match_the_landmarks(ict):
     w = np.zeros(153)
     lm, _ = _synthetic_landmarks(ict, w, yaw=0.0, pitch=0.0)

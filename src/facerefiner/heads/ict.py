@@ -11,6 +11,10 @@ The fit (:meth:`ICTHead.fit`): ``landmark_n ~= s R X_n(w) + t`` for the 470 corr
 identity weights with the N(0, 1) prior (ridge :data:`REG_IDENTITY`, the landmarks' noise variance
 in cm^2), expression weights in [0, 1] (ridge :data:`REG_EXPRESSION`). MediaPipe's z (depth in
 pixels) is used as given. The camera is the same orthographic OpenCV camera as the face mask's.
+ICT's eyeballs are rigid (its ``eyeLook*`` blendshapes move the lids only), so after the fit each
+eyeball is turned about its centre until its iris lies on the photo's iris landmark
+(:func:`aim_eyeball`): a person looking to the side gets eyes looking to the side, and the iris
+chart samples the photo's iris instead of its sclera.
 
 Hair is not modelled: the scalp is skin (the synthesis fills it with the person's skin).
 """
@@ -34,8 +38,12 @@ LICENCE_PATH = Path(__file__).resolve().parents[1] / "assets" / "ICT-FaceKit-LIC
 REG_IDENTITY = 0.05
 #: Ridge of the expression weights (cm^2), which are also bounded to [0, 1].
 REG_EXPRESSION = 0.02
-#: Weight of each iris centre relative to a face-mesh landmark.
-IRIS_WEIGHT = 4.0
+#: Weight of each iris centre relative to a face-mesh landmark in the shape fit: 0, since an iris
+#: moves with the gaze, which none of the model's modes has (its ``eyeLook*`` shapes move the lids):
+#: weighted 4, a look to the side bent the identity modes to follow it (a synthetic eye turned 20
+#: degrees came back 7 degrees of it as shape). The irises are met by turning the eyeballs after
+#: the fit instead (:meth:`ICTHead.aim_eyes`).
+IRIS_WEIGHT = 0.0
 #: Gauss-Newton steps of the fit (it converges in 4 to 6).
 FIT_ITERATIONS = 10
 #: Weight of MediaPipe's depth (z) residuals relative to x and y (its depth is regressed, less sure
@@ -48,6 +56,57 @@ SOCKETS = (11248, 14061)
 MP_IRIS = (468, 473)
 #: MediaPipe's outer eye corners: 33 (subject's right), 263 (subject's left).
 MP_EYE_OUTER = (33, 263)
+#: An eyeball turns at most this many degrees to meet the photo's iris (a landmark far off the
+#: eye is an error of the detector's, not a gaze).
+MAX_EYE_TURN = 35.0
+
+
+def aim_eyeball(points: np.ndarray, centre: np.ndarray, tip: np.ndarray, target_xy: np.ndarray, s: float,
+                R: np.ndarray, t: np.ndarray, max_deg: float = MAX_EYE_TURN) -> tuple[np.ndarray, float]:
+    """Turn a rigid ball of points about its centre so that its tip projects onto a target.
+
+    The observation frame is the landmarks' (``obs = s R p + t``; x, y in pixels, z away from the
+    camera, as MediaPipe's). The target is the ray through ``target_xy`` along the camera's axis;
+    the tip goes to where that ray enters the ball's sphere (radius ``|tip - centre|``) on the
+    camera's side, or, when the ray misses the sphere, to the sphere's silhouette nearest to it;
+    the turn is the shortest rotation taking the tip there, capped at ``max_deg``.
+
+    Args:
+        points: (n, 3) float model-frame points of the ball (its vertices).
+        centre, tip: (3,) model-frame centre and the point to aim (the iris's front vertex).
+        target_xy: (2,) the target in the observation frame (pixels).
+        s, R, t: the similarity from the model frame to the observation frame.
+
+    Returns:
+        ``(turned, degrees)``: (n, 3) float64 points, and the angle turned.
+    """
+    p = np.asarray(points, np.float64)
+    c, q = np.asarray(centre, np.float64), np.asarray(tip, np.float64)
+    r = float(np.linalg.norm(q - c))
+    if r < 1e-9:
+        return p.copy(), 0.0
+    # the ray in the model frame: origin o (obs z = 0), direction d = R^T e_z (away from the camera)
+    d = R.T @ np.array([0.0, 0.0, 1.0])
+    o = R.T @ (np.array([target_xy[0], target_xy[1], 0.0]) - t) / s
+    oc = o - c
+    b = float(oc @ d)
+    disc = b * b - (float(oc @ oc) - r * r)
+    if disc >= 0:
+        x = o + (-b - np.sqrt(disc)) * d                 # the entry on the camera's side (smaller obs z)
+    else:
+        near = o - b * d                                 # the ray's point nearest the centre
+        x = c + r * (near - c) / max(float(np.linalg.norm(near - c)), 1e-12)
+    u, v = (q - c) / r, (x - c) / r
+    axis = np.cross(u, v)
+    sin, cos = float(np.linalg.norm(axis)), float(np.clip(u @ v, -1.0, 1.0))
+    angle = float(np.arctan2(sin, cos))
+    if sin < 1e-12 or angle < 1e-9:
+        return p.copy(), 0.0
+    angle = min(angle, np.radians(max_deg))
+    k = axis / sin
+    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    rot = np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
+    return c + (p - c) @ rot.T, float(np.degrees(angle))
 
 
 @functools.lru_cache(maxsize=1)
@@ -91,6 +150,12 @@ class ICTHead(HeadModel):
         corner = tri_orig[ct]  # (468, 3)
         iris = a["iris_vertex"].astype(np.int64)  # (right, left)
         self.iris_vertex = iris
+        # each eyeball's model vertices (its sclera's and iris's triangles), in iris_vertex's order
+        balls = []
+        for side in ("Left", "Right"):
+            mats = [self.materials.index(f"M_Sclera{side}"), self.materials.index(f"M_Iris{side}")]
+            balls.append(np.unique(tri_orig[np.isin(self.face_material, mats)]))
+        self.eyeballs = [next(b for b in balls if v in b) for v in iris]
         # the corresponding points as weights over the model's vertices: (470, V) sparse rows
         self._corr_vertices = np.concatenate([corner, np.repeat(iris[:, None], 3, 1)])
         self._corr_bary = np.concatenate([cb, np.tile([1.0, 0.0, 0.0], (2, 1))])
@@ -172,14 +237,32 @@ class ICTHead(HeadModel):
         from ..reconstruct import geometry_from_pose
 
         f = self.fit_weights(landmarks)
-        verts = self.shape(f.weights)[self.split_index]
+        model = self.shape(f.weights)
+        turns = self.aim_eyes(model, f, landmarks)
+        verts = model[self.split_index]
         lm = np.asarray(landmarks, dtype=np.float64)
         iod = float(np.linalg.norm(lm[MP_EYE_OUTER[0], :2] - lm[MP_EYE_OUTER[1], :2])) or 1.0
         err = np.linalg.norm(f.residual[:468, :2], axis=1)
         info = {"head": self.name, "weights": f.weights,
                 "fit": {"median_px": float(np.median(err)), "median_iod": float(np.median(err) / iod),
-                        "p95_px": float(np.percentile(err, 95)), "iterations": f.iterations}}
+                        "p95_px": float(np.percentile(err, 95)), "iterations": f.iterations,
+                        "eye_turn_deg": [round(a, 2) for a in turns]}}
         return geometry_from_pose(verts, f.scale, f.rotation, f.translation, lm, image_size, info)
+
+    def aim_eyes(self, model: np.ndarray, f, landmarks: np.ndarray) -> list[float]:
+        """Turn each eyeball of ``model`` ((V_model, 3), changed in place) so its iris lies on the
+        photo's iris landmark (:func:`aim_eyeball`; ``f`` the fit's pose). Returns the angles turned
+        (degrees; right eye first), none without iris landmarks."""
+        Y = self.targets(landmarks)[468:]
+        if not np.isfinite(Y).all():
+            return []
+        turns = []
+        for ball, iris, y in zip(self.eyeballs, self.iris_vertex, Y):
+            pts = model[ball]
+            centre = 0.5 * (pts.min(0) + pts.max(0))
+            model[ball], deg = aim_eyeball(pts, centre, model[iris], y[:2], f.scale, f.rotation, f.translation)
+            turns.append(deg)
+        return turns
 
     def landmark_points(self, vertices: np.ndarray) -> np.ndarray:
         v = np.asarray(vertices, dtype=np.float64)
