@@ -477,7 +477,7 @@ def test_the_app_runs_the_head_it_was_given(tmp_path):
     photo = need(FACES / "ffhq_00128.png")
     app = fa.FaceApp(preset="quick", features="patches", root=tmp_path / "runs", extractor=get_extractor("patches"),
                      head="ict")
-    assert app.layout.name == get_head("ict").layout(None).name == "ict-facekit" and len(app.layout.uv) > 468
+    assert app.layout.name == get_head("ict").layout(None).name == "ict-facekit-2" and len(app.layout.uv) > 468
     out = app.run(photo, preset="quick", occlusion="off")
     assert out.report["head"] == "ict" and len(out.report["expression_weights"]) == 53
     assert "head `ict`" in out.summary

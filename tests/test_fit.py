@@ -79,3 +79,25 @@ def test_fit_morphable_names_the_shapes_it_expected():
     with pytest.raises(ValueError, match=r"expected \(4, 3, K\)"):
         fit_morphable(np.zeros((4, 3)), np.zeros((5, 3, 2)), np.zeros((4, 3)), reg=np.ones(2),
                       lower=np.zeros(2), upper=np.ones(2))
+
+
+def test_fit_morphable_pairs_weigh_a_gap_without_moving_the_points():
+    # a "jaw" weight w moves the lower lip (point 1) down by w and the chin (point 2) by 2 w; the
+    # targets have the lips closed and the chin 0.5 lower (the landmarks disagree: w = 0 or 0.25)
+    anchors = np.array([[-3.0, 2, 0], [3, 2, 0], [-3, -4, 0], [3, -4, 0], [0, 4, 1], [0, -6, 1]])
+    X0 = np.concatenate([[[0.0, 0, 0], [0, 0, 0], [0, -1, 0]], anchors])
+    B = np.zeros((len(X0), 3, 1))
+    B[1, 1, 0], B[2, 1, 0] = -1.0, -2.0
+    Y = X0.copy()
+    Y[2, 1] = -1.5
+    kw = dict(reg=np.full(1, 1e-9), lower=np.zeros(1), upper=np.ones(1), iterations=50, tol=1e-12)
+    free = fit_morphable(X0, B, Y, **kw)
+    assert 0.1 < free.weights[0] < 0.25  # a compromise: the lips open
+    sealed = fit_morphable(X0, B, Y, pairs=np.array([[0, 1]]), pair_weights=np.array([1e4]), **kw)
+    assert sealed.weights[0] < 1e-3  # the gap is kept shut
+    # a pair whose target gap the model already meets changes nothing
+    Y2 = X0 + B @ np.array([0.2])
+    a = fit_morphable(X0, B, Y2, **kw)
+    b = fit_morphable(X0, B, Y2, pairs=np.array([[0, 1]]), pair_weights=np.array([1e4]), **kw)
+    np.testing.assert_allclose(b.weights, a.weights, atol=1e-6)
+    np.testing.assert_allclose(b.translation, a.translation, atol=1e-6)

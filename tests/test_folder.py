@@ -53,13 +53,13 @@ def test_face_report_reads_each_key_typed_and_treats_a_wrong_type_as_absent():
     from facerefiner.folder import FaceReport
     from facerefiner.heads import DEFAULT_HEAD
 
-    d = {"input": "photos/me.jpg", "head": "ict", "uv_layout": "ict-facekit", "texture_size": 512,
+    d = {"input": "photos/me.jpg", "head": "ict", "uv_layout": "ict-facekit-2", "texture_size": 512,
          "export_size": 1024, "visible_fraction": 0.25, "cos_threshold": 0.4,
          "head_pose_deg": {"yaw": 10.0, "pitch": -2.0, "roll": 0.5}, "timings_s": {"load": 0.5, "refine": 40, "x": "?"},
          "faces_in_photo": 2, "photo_faces": 1, "occlusion": {"face_share": {"total": 0.031}},
          "refine": {"device": "cpu"}, "settings": {"mask": "m.png"}, "metrics": {"fidelity": {"psnr": 50.0}}}
     r = FaceReport(d)
-    assert r.input == Path("photos/me.jpg") and r.head == "ict" and r.uv_layout == "ict-facekit"
+    assert r.input == Path("photos/me.jpg") and r.head == "ict" and r.uv_layout == "ict-facekit-2"
     assert (r.texture_size, r.export_size, r.visible_fraction, r.cos_threshold) == (512, 1024, 0.25, 0.4)
     assert r.head_pose_deg["yaw"] == 10.0 and r.timings_s == {"load": 0.5, "refine": 40}
     assert (r.faces_in_photo, r.photo_faces, r.occlusion_share) == (2, 1, 0.031)

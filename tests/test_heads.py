@@ -135,6 +135,42 @@ def test_fit_recovers_pose_and_expression_at_a_large_yaw(ict):
     np.testing.assert_allclose(g.info["weights"][100:], w[100:], atol=0.1)
 
 
+def test_widen_cap_moves_radii_by_the_power_and_keeps_the_disk():
+    from facerefiner.heads.ict import widen_cap
+
+    c = np.array([0.5, 0.5])
+    uv = c + np.array([[0.0, 0.0], [0.25, 0.0], [0.0, -0.0625], [-1.0, 0.0], [0.0, 1.0]]) * 0.1
+    out = widen_cap(uv, c, 0.5)
+    # hand-computed: R = 0.1; r = 0.025 -> 0.1 * 0.25 ** 0.5 = 0.05, r = 0.00625 -> 0.025
+    np.testing.assert_allclose(out[0], c)
+    np.testing.assert_allclose(out[1], c + [0.05, 0.0], atol=1e-15)
+    np.testing.assert_allclose(out[2], c + [0.0, -0.025], atol=1e-15)
+    np.testing.assert_allclose(out[3:], uv[3:], atol=1e-15)  # the rim stays
+    np.testing.assert_allclose(widen_cap(uv, c, 1.0), uv)
+    # a fan of triangles about the centre keeps its orientation
+    ang = np.linspace(0, 2 * np.pi, 13)[:-1]
+    ring = np.concatenate([[c], c + 0.03 * np.c_[np.cos(ang), np.sin(ang)], c + 0.1 * np.c_[np.cos(ang), np.sin(ang)]])
+    fan = np.array([[0, 1 + i, 1 + (i + 1) % 12] for i in range(12)] + [[1 + i, 13 + i, 13 + (i + 1) % 12] for i in range(12)])
+    assert (np.sign(signed_areas(widen_cap(ring, c, 0.4), fan)) == np.sign(signed_areas(ring, fan))).all()
+    with pytest.raises(ValueError, match="power"):
+        widen_cap(uv, c, 0.0)
+
+
+def test_ict_eye_caps_get_a_large_share_of_their_chart():
+    head = get_head("ict")
+    lay = head.layout(None)
+    for side, ball in zip(("Right", "Left"), head.eyeballs):
+        f = head.face_material == head.materials.index(f"M_Sclera{side}")
+        tri = lay.faces[f]
+        X = head.neutral
+        c = 0.5 * (X[ball].min(0) + X[ball].max(0))
+        m = X[head.split_index[tri]].mean(1) - c
+        front = np.degrees(np.arccos(m[:, 2] / np.linalg.norm(m, axis=1))) < 40
+        area = np.abs(signed_areas(lay.uv, tri))
+        assert area[front].sum() / area.sum() > 0.4  # 0.14 in ICT's own uv
+    assert overlap_share(lay.uv, lay.faces, 1024) < 1e-3
+
+
 def test_aim_eyeball_puts_the_tip_on_the_target_and_keeps_the_ball_rigid():
     """A unit ball of points facing the camera (model +z toward it), seen at a pose: its tip turned
     onto a target inside its silhouette projects onto the target, every point keeps its distance
@@ -290,7 +326,7 @@ def test_unwrap_with_the_ict_head_writes_a_whole_head_folder(tmp_path):
     assert r.exit_code == 0, r.output
     folder = tmp_path / "out" / "ffhq_00128"
     rep = json.loads((folder / "report.json").read_text())
-    assert rep["head"] == "ict" and rep["uv_layout"] == "ict-facekit"
+    assert rep["head"] == "ict" and rep["uv_layout"] == "ict-facekit-2"
     assert rep["fit"]["median_iod"] < 0.03
     assert set(rep["expression_weights"]) == set(get_head("ict").expression_names)
     g = geometry_from_folder(folder)

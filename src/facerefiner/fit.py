@@ -88,7 +88,8 @@ def _rodrigues(theta: np.ndarray) -> np.ndarray:
 
 def fit_morphable(X0: np.ndarray, basis: np.ndarray, targets: np.ndarray, *, reg: np.ndarray,
                   lower: np.ndarray, upper: np.ndarray, weights: np.ndarray | None = None,
-                  axis_weights: np.ndarray | None = None, iterations: int = 8, tol: float = 1e-6) -> MorphableFit:
+                  axis_weights: np.ndarray | None = None, pairs: np.ndarray | None = None,
+                  pair_weights: np.ndarray | None = None, iterations: int = 8, tol: float = 1e-6) -> MorphableFit:
     """Fit pose and weights of ``X(w) = X0 + basis @ w`` to ``targets`` (see the module docstring).
 
     The pose starts from the weighted similarity of the mean shape; then Gauss-Newton steps on
@@ -106,6 +107,10 @@ def fit_morphable(X0: np.ndarray, basis: np.ndarray, targets: np.ndarray, *, reg
         weights: (N,) point weights a_n (default 1).
         axis_weights: (3,) weights of the x, y, z residuals (default 1; e.g. a detector's depth,
             less sure than its image coordinates, weighted less).
+        pairs: optional (M, 2) int point index pairs (i, j) whose difference is fitted as well:
+            ``(X_i - X_j) ~= (Y_i - Y_j) / s`` rotated, weighted ``pair_weights`` (M,) (default 1)
+            and ``axis_weights``. The translation cancels, so a pair weighs the gap between two
+            points (a closed mouth's lips) without pulling them anywhere together.
         iterations: at most this many Gauss-Newton steps.
         tol: stop when a step changes the weights by less than this (max abs) and the rotation by
             less than this (radians).
@@ -124,6 +129,11 @@ def fit_morphable(X0: np.ndarray, basis: np.ndarray, targets: np.ndarray, *, reg
     sreg = np.sqrt(np.asarray(reg, np.float64))
     lo = np.asarray(lower, np.float64)
     hi = np.asarray(upper, np.float64)
+    if pairs is None:
+        pairs = np.zeros((0, 2), np.int64)
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    pw = np.ones(len(pairs)) if pair_weights is None else np.asarray(pair_weights, np.float64)
+    sp = np.sqrt(pw[:, None] * ax[None]).reshape(-1, 1)
     w = np.clip(np.zeros(K), lo, hi)
     s, R, t = weighted_similarity(X0 + B @ w, Y, a)
     it = 0
@@ -133,9 +143,12 @@ def fit_morphable(X0: np.ndarray, basis: np.ndarray, targets: np.ndarray, *, reg
         J = np.concatenate([np.einsum("ij,njk->nik", R, B),  # d r / d w
                             -_skew(P),                         # d r / d theta (R <- exp([theta]_x) R)
                             (Y / s)[..., None],                # d r / d log s
-                            np.broadcast_to(np.eye(3), (N, 3, 3))], axis=2).reshape(N * 3, K + 7)
-        A = np.concatenate([J * sa, np.concatenate([np.diag(sreg), np.zeros((K, 7))], 1)])
-        b = np.concatenate([-r.reshape(-1) * sa[:, 0], -sreg * w])
+                            np.broadcast_to(np.eye(3), (N, 3, 3))], axis=2)
+        Jp = (J[pairs[:, 0]] - J[pairs[:, 1]]).reshape(-1, K + 7)
+        rp = (r[pairs[:, 0]] - r[pairs[:, 1]]).reshape(-1)
+        J = J.reshape(N * 3, K + 7)
+        A = np.concatenate([J * sa, Jp * sp, np.concatenate([np.diag(sreg), np.zeros((K, 7))], 1)])
+        b = np.concatenate([-r.reshape(-1) * sa[:, 0], -rp * sp[:, 0], -sreg * w])
         bl = np.r_[lo - w, np.full(7, -np.inf)]
         bu = np.r_[hi - w, np.full(7, np.inf)]
         d = lsq_linear(A, b, bounds=(np.minimum(bl, 0), np.maximum(bu, 0)), method="bvls").x

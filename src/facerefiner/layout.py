@@ -420,17 +420,14 @@ def feature_masks(layout: UVLayout, size: int, margin: float = FEATURE_MARGIN) -
 @functools.lru_cache(maxsize=32)
 def _feature_masks(layout: UVLayout, size: int, margin: float) -> dict[str, np.ndarray]:
     import cv2
+    import scipy.ndimage as ndi
 
     r = max(1, int(round(margin * size)))
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
     out = {}
     chart = vertex_charts(layout)
-    texel_chart = None
-    if chart.max() > 0:  # several charts: a feature grows only inside its own charts, not into a neighbour's
-        texel_chart = np.full((size, size), -1, np.int32)
-        pts = np.round((layout.uv[layout.faces] * size - 0.5) * 16).astype(np.int32)  # (F, 3, 2)
-        for t, c in zip(pts, chart[layout.faces[:, 0]]):
-            cv2.fillConvexPoly(texel_chart, t, int(c), lineType=cv2.LINE_8, shift=4)
+    # several charts: a feature grows only inside its own charts, not into a neighbour's
+    texel_chart = texel_charts(layout, size) if chart.max() > 0 else None
     for name, idx in layout_features(layout).items():
         idx = np.asarray(idx)
         if len(idx) < 3:
@@ -445,8 +442,26 @@ def _feature_masks(layout: UVLayout, size: int, margin: float) -> dict[str, np.n
             cv2.fillConvexPoly(m, hull, 1, lineType=cv2.LINE_8, shift=4)
         out[name] = cv2.dilate(m, disc).astype(bool)
         if texel_chart is not None:
-            out[name] &= np.isin(texel_chart, np.unique(chart[idx]))
+            # the chart test drops the texels no triangle's raster reaches (an eyeball's pole, where
+            # many thin triangles meet): a texel the feature encloses is the feature's (the photo's
+            # pixels still land there, and as "skin" amid an iris they made the eye an occluder)
+            out[name] = ndi.binary_fill_holes(out[name] & np.isin(texel_chart, np.unique(chart[idx])))
         out[name].flags.writeable = False
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def texel_charts(layout: UVLayout, size: int) -> np.ndarray:
+    """(S, S) int32 the chart (:func:`vertex_charts`) of each texel whose centre a triangle covers,
+    -1 elsewhere (row 0 at v = 0). Read-only; computed once per layout and size."""
+    import cv2
+
+    chart = vertex_charts(layout)
+    out = np.full((size, size), -1, np.int32)
+    pts = np.round((layout.uv[layout.faces] * size - 0.5) * 16).astype(np.int32)  # (F, 3, 2)
+    for t, c in zip(pts, chart[layout.faces[:, 0]]):
+        cv2.fillConvexPoly(out, t, int(c), lineType=cv2.LINE_8, shift=4)
+    out.flags.writeable = False
     return out
 
 

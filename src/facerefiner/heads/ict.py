@@ -31,6 +31,8 @@ import numpy as np
 from ..errors import InputError
 from . import HeadModel
 
+#: The atlas's name (priors record it): "-2" since the eye caps were widened (:data:`EYE_CAP_POWER`).
+LAYOUT_NAME = "ict-facekit-2"
 ASSET_PATH = Path(__file__).resolve().parents[1] / "assets" / "ict_head.npz"
 LICENCE_PATH = Path(__file__).resolve().parents[1] / "assets" / "ICT-FaceKit-LICENSE.txt"
 
@@ -52,6 +54,13 @@ FIT_ITERATIONS = 10
 DEPTH_WEIGHT = 0.1
 #: ICT's mouth and eye socket vertices (inclusive), the interior of the M_BackHead material.
 SOCKETS = (11248, 14061)
+#: MediaPipe's inner-lip landmarks facing each other (upper, lower), from the middle outward.
+MP_LIP_PAIRS = ((13, 14), (82, 87), (312, 317), (81, 178), (311, 402), (80, 88), (310, 318))
+#: Weight of each inner-lip pair's gap (:func:`facerefiner.fit.fit_morphable`'s ``pairs``)
+#: relative to a landmark. The model's lips are thinner than most photos': fitted to the
+#: landmarks alone it opened the jaw to make them taller, and a closed mouth showed a strip of
+#: teeth (ffhq_00128: 0.26 cm between the lips, 13 px, where the photo's inner lips meet).
+LIP_PAIR_WEIGHT = 20.0
 #: MediaPipe's iris-centre landmark indices (one per eye; which eye is decided per photo).
 MP_IRIS = (468, 473)
 #: MediaPipe's outer eye corners: 33 (subject's right), 263 (subject's left).
@@ -59,6 +68,35 @@ MP_EYE_OUTER = (33, 263)
 #: An eyeball turns at most this many degrees to meet the photo's iris (a landmark far off the
 #: eye is an error of the detector's, not a gaze).
 MAX_EYE_TURN = 35.0
+#: The sclera charts' UV radius is remapped r -> R (r / R) ** EYE_CAP_POWER about the front pole
+#: (:func:`widen_cap`). ICT draws each eyeball's front as a disk whose radius grows with the angle
+#: from the front, so the cap a photo shows (within 40 degrees) had 14 % of the chart: 20 x 20
+#: texels at S = 512 for an eye 60 pixels wide in a 1024-pixel photo. At 0.4 it has 46 %.
+EYE_CAP_POWER = 0.4
+
+
+def widen_cap(uv: np.ndarray, centre: np.ndarray, power: float) -> np.ndarray:
+    """Remap a disk-shaped chart's uv radially about ``centre``: ``r -> R (r / R) ** power`` with R
+    the largest radius, so the middle of the chart gets more texels (``power`` < 1) and the rim
+    fewer. Monotonic in r, so the chart's triangles keep their orientation and do not overlap.
+
+    Args:
+        uv: (N, 2) float64 the chart's vertices' uv.
+        centre: (2,) the fixed point.
+        power: in (0, 1] (1: unchanged).
+
+    Returns:
+        (N, 2) float64, inside the same disk of radius R about ``centre``.
+    """
+    if not 0.0 < power <= 1.0:
+        raise ValueError(f"power: expected in (0, 1], got {power}")
+    d = np.asarray(uv, np.float64) - centre
+    r = np.linalg.norm(d, axis=1)
+    R = r.max()
+    if R <= 0:
+        return np.array(uv, np.float64)
+    scale = np.where(r > 0, (np.maximum(r, 1e-300) / R) ** power * R / np.maximum(r, 1e-300), 1.0)
+    return centre + d * scale[:, None]
 
 
 def aim_eyeball(points: np.ndarray, centre: np.ndarray, tip: np.ndarray, target_xy: np.ndarray, s: float,
@@ -137,7 +175,7 @@ class ICTHead(HeadModel):
         self.faces = a["faces"].astype(np.int64)
         self.face_material = a["face_material"].astype(np.int64)
         self.materials = [str(m) for m in a["materials"]]
-        self.uv = a["uv"].astype(np.float64)
+        self.uv = self._widen_eye_caps(a["uv"].astype(np.float64))
         self.mirror = a["mirror"].astype(np.int64)
         names = [str(n) for n in a["feature_names"]]
         off = a["feature_offsets"]
@@ -167,6 +205,27 @@ class ICTHead(HeadModel):
         self.lower = np.r_[np.full(self.n_identity, -np.inf), np.zeros(K - self.n_identity)]
         self.upper = np.r_[np.full(self.n_identity, np.inf), np.ones(K - self.n_identity)]
 
+    def _widen_eye_caps(self, uv: np.ndarray) -> np.ndarray:
+        """``uv`` with each sclera's front chart (the one holding the vertex furthest forward)
+        remapped by :func:`widen_cap` (EYE_CAP_POWER) about the middle of its disk."""
+        from ..layout import UVLayout, vertex_charts
+
+        uv = uv.copy()
+        charts = vertex_charts(UVLayout(uv=uv, faces=self.faces, mirror=None, symmetric=False,
+                                          closed_eyes=True, name="ict-raw"))
+        model = self.split_index
+        for side in ("Left", "Right"):
+            lv = np.unique(self.faces[self.face_material == self.materials.index(f"M_Sclera{side}")])
+            P = self.neutral[model[lv]]
+            centre = 0.5 * (P.min(0) + P.max(0))
+            # ICT faces +z
+            q = (P - centre) / np.linalg.norm(P - centre, axis=1, keepdims=True)
+            pole = lv[np.argmax(q[:, 2])]
+            front = np.nonzero(charts == charts[pole])[0]
+            mid = 0.5 * (uv[front].min(0) + uv[front].max(0))
+            uv[front] = widen_cap(uv[front], mid, EYE_CAP_POWER)
+        return uv
+
     # -- the interface ------------------------------------------------------------------------
 
     @functools.lru_cache(maxsize=1)
@@ -176,7 +235,7 @@ class ICTHead(HeadModel):
         if uv_layout is not None:
             raise InputError(f"{uv_layout}: --uv-layout is for the mediapipe head; the ict head has its own atlas")
         return UVLayout(uv=self.uv, faces=self.faces, mirror=self.mirror, symmetric=False, closed_eyes=True,
-                        name="ict-facekit", features=self.features, weld=self.split_index, parts=self.parts(),
+                        name=LAYOUT_NAME, features=self.features, weld=self.split_index, parts=self.parts(),
                         face=self.face_vertices, sampled=self.sampled())
 
     def parts(self) -> np.ndarray:
@@ -226,7 +285,9 @@ class ICTHead(HeadModel):
             Y = Y.copy()
             Y[468:] = 0.0
         return fit_morphable(self.X0, self.B, Y, reg=self.reg, lower=self.lower, upper=self.upper,
-                             weights=a, axis_weights=np.array([1.0, 1.0, DEPTH_WEIGHT]), iterations=FIT_ITERATIONS)
+                             weights=a, axis_weights=np.array([1.0, 1.0, DEPTH_WEIGHT]),
+                             pairs=np.array(MP_LIP_PAIRS), pair_weights=np.full(len(MP_LIP_PAIRS), LIP_PAIR_WEIGHT),
+                             iterations=FIT_ITERATIONS)
 
     def shape(self, weights: np.ndarray) -> np.ndarray:
         """(V_model, 3) float64 model vertices for the weights (identity then expression)."""

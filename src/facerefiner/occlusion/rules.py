@@ -77,7 +77,7 @@ class _Rules:
 
 def _rules(ns_pix: np.ndarray, c: Crop, layout: UVLayout, features: np.ndarray | None = None) -> _Rules:
     from ..complete import mirror_uv
-    from ..layout import FEATURE_MARGIN
+    from ..layout import FEATURE_MARGIN, texel_charts, vertex_charts
 
     U = RULE_SIZE
     narrow_d = feature_masks(layout, U, RULE_FEATURE_MARGIN)
@@ -93,8 +93,18 @@ def _rules(ns_pix: np.ndarray, c: Crop, layout: UVLayout, features: np.ndarray |
     ns = np.where(seen, nsum / np.maximum(cnt, 1), 0.0)
     # a feature's non-skin is an occluder's only when the skin around it is mostly non-skin too
     # (texels far from any seen skin get 0 from the lowpass: no evidence of an occluder)
-    ring = share_around(ns, seen & ~wide, RING_SIGMA * U)
-    surrounded = narrow & (ring >= RING_SHARE)
+    # (on a layout of several charts, only the skin of the texel's own chart: UV neighbours in
+    # other charts are elsewhere on the head, an eyeball's chart beside the neck's)
+    if vertex_charts(layout).max() > 0:
+        tc = texel_charts(layout, U)
+        surrounded = np.zeros((U, U), bool)
+        for k in np.unique(tc[narrow]):
+            own = tc == k
+            ring = share_around(ns, seen & ~wide & own, RING_SIGMA * U)
+            surrounded |= narrow & own & (ring >= RING_SHARE)
+    else:
+        ring = share_around(ns, seen & ~wide, RING_SIGMA * U)
+        surrounded = narrow & (ring >= RING_SHARE)
     # the beard zone: below the nose, on the face proper (a head's neck is below the chin: a collar
     # or a scarf there is symmetric too, and not a beard); symmetric non-skin there is facial hair
     beard = np.zeros((U, U), bool)
