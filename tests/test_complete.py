@@ -262,3 +262,32 @@ def test_seam_links_join_the_atlas_charts_of_the_skin_and_the_fill_crosses_them(
     a_x, b_x = np.where(xs < 32, xs, xt), np.where(xs < 32, xt, xs)
     assert (np.abs(a_x - 0.45 * 64 + 0.5) <= 1.5).all() and (np.abs(b_x - 0.55 * 64 + 0.5) <= 1.5).all()
     assert np.corrcoef(np.where(xs < 32, ys, yt), np.where(xs < 32, yt, ys))[0, 1] > 0.99
+
+
+def test_fill_parts_gives_an_unseen_eye_the_other_eyes_texels():
+    """An eye the photo hides (or an occluder covers) takes its mirror's seen texels; the unseen
+    texels with no seen mirror take the part's colour."""
+    from facerefiner.complete import fill_parts, mirror_texture, mirror_uv, part_map
+    from facerefiner.heads import get_head
+
+    head = get_head("ict")
+    lay = head.layout(None)
+    S = 128
+    labels = part_map(lay, S)
+    right = head.materials.index("M_ScleraRight") + 10
+    left = head.materials.index("M_ScleraLeft") + 10
+    iris = head.materials.index("M_IrisLeft") + 10
+    vis = torch.from_numpy(labels == right)
+    g = torch.Generator().manual_seed(0)
+    tex = torch.rand(3, S, S, generator=g)
+    cols = head.part_colours()
+    out = fill_parts(tex, vis, lay, cols)
+    mirrored = mirror_texture(vis.float()[None], mirror_uv(lay, S))[0] > 0.999
+    there = torch.from_numpy(labels == left) & mirrored
+    assert there.sum() > 0.5 * (labels == left).sum()
+    torch.testing.assert_close(out[:, there], mirror_texture(tex, mirror_uv(lay, S))[:, there])
+    torch.testing.assert_close(out[:, vis], tex[:, vis])  # the seen eye is kept
+    # the left iris: not seen, its mirror (the right iris) not seen either: one colour (the darkest
+    # fifth of its sclera's seen texels), the same on every texel
+    where = torch.from_numpy(labels == iris) & ~mirrored
+    assert where.any() and float(out[:, where].std(1).max()) == 0.0

@@ -498,13 +498,20 @@ def fill_parts(texture: torch.Tensor, visibility: torch.Tensor, layout: UVLayout
             seen texels (an iris behind the cornea, seen through the sclera's chart).
 
     Returns:
-        (3, S, S) the texture with the unseen texels of each listed part set to its colour.
+        (3, S, S) the texture with the unseen texels of each listed part set to its colour, or,
+        where the layout's mirror texel was seen, to the mirror's (an eye the photo hides or an
+        occluder covers takes the other eye's iris and sclera).
     """
     S = texture.shape[-1]
     labels = part_map(layout, S, uvr)
     out = texture.clone()
-    vis = visibility.numpy().astype(bool)
+    vis = visibility.cpu().numpy().astype(bool)
     flat = texture.reshape(3, -1)
+    mirrored = torch.zeros((S, S), dtype=torch.bool)
+    if layout.mirror is not None:
+        muv = mirror_uv(layout, S, uvr)
+        mirrored = mirror_texture(torch.from_numpy(vis.astype(np.float32))[None], muv)[0] > 0.999
+        mir_tex = mirror_texture(texture.detach().float().cpu(), muv).to(texture.dtype)
 
     def seen_median(label: int, darkest: float | None = None):
         m = (labels == label) & vis
@@ -526,5 +533,7 @@ def fill_parts(texture: torch.Tensor, visibility: torch.Tensor, layout: UVLayout
         else:
             c = torch.tensor(spec, dtype=texture.dtype)
         where = torch.from_numpy((labels == label) & ~vis)
-        out[:, where] = c.to(texture.dtype)[:, None]
+        out[:, where & ~mirrored] = c.to(texture.dtype)[:, None]
+        if bool((where & mirrored).any()):
+            out[:, where & mirrored] = mir_tex[:, where & mirrored].to(out.device)
     return out
