@@ -66,6 +66,12 @@ def test_config_checks_and_overrides():
         apply_overrides(c, ["nope=1"])
     with pytest.raises(ValueError, match="bad value for lr"):
         apply_overrides(c, ["lr=fast"])
+    # an optional field unset in the preset takes its declared type (quick has no keep_shading:
+    # the string "0.0078125" reached the config's range check as a TypeError traceback)
+    q = apply_overrides(PRESETS["quick"], ["keep_shading=0.0078125", "crop=64", "nn_dims=32"])
+    assert (q.keep_shading, q.crop, q.nn_dims) == (0.0078125, 64, 32)
+    with pytest.raises(ValueError, match="bad value for keep_shading"):
+        apply_overrides(PRESETS["quick"], ["keep_shading=little"])
 
 
 def test_crop_origin_contains_the_chosen_texel_and_stays_inside():

@@ -93,6 +93,25 @@ def test_triangles_the_layout_does_not_sample_are_never_visible(ffhq_photo, dete
         dataclasses.replace(lay, sampled=np.ones(3, bool))
 
 
+def test_a_heads_teeth_seen_between_parted_lips_stay_visible():
+    """deca_ex_alfw2's lips are parted a little: the ICT head's teeth show in the gap as a sliver
+    that the visibility's opening had dropped (the render then showed white default teeth in the
+    photo's dark gap). The sliver is kept, and it is dark, like the gap."""
+    from facerefiner.complete import part_map
+    from facerefiner.heads import get_head
+    from facerefiner.reconstruct import reconstruct
+
+    head = get_head("ict")
+    lay = head.layout(None)
+    rgb = load_image(need(FACES / "deca_ex_alfw2.png"))
+    un = unwrap(rgb, reconstruct(rgb, head=head), 512, layout=lay)
+    labels = part_map(lay, 512)
+    teeth = torch.from_numpy(labels == head.materials.index("M_Teeth") + 10) & un.visibility
+    skin = torch.from_numpy(labels == 0) & un.visibility
+    assert int(teeth.sum()) >= 10
+    assert float(un.texture[:, teeth].mean()) < 0.6 * float(un.texture[:, skin].mean())
+
+
 def test_render_face_matches_cache_and_eyes_are_textured(ffhq_photo, detector):
     rgb = load_image(ffhq_photo)
     geo = reconstruct_all(rgb, detector=detector)[0]

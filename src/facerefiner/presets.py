@@ -146,8 +146,10 @@ PRESETS: dict[str, RefineConfig] = {
     "default": RefineConfig(steps=(40, 12), passes=1, lr=0.03, keep_visible=True, content_samples=1024,
                             crop=256, crop_levels=1, nn_dims=128, nn_candidates=8, moment_channels=512,
                             render_visible=True, keep_shading=1 / 128, detail=True),
+    # keep_shading in quick too: without it the ICT head's face chart drifted grey while the scalp
+    # and the back of the head kept the fill's colour, a seam at every chart border (ffhq_00128)
     "quick": RefineConfig(size=128, steps=(20, 20), passes=1, lr=0.03, content_samples=512, style_samples=256,
-                          keep_visible=True, render_visible=True, detail=True),
+                          keep_visible=True, render_visible=True, detail=True, keep_shading=1 / 128),
 }
 
 
@@ -166,6 +168,7 @@ def apply_overrides(cfg: RefineConfig, items: "list[str] | tuple[str, ...]") -> 
     Values are parsed by the field's current type: int, float, bool (1/true/yes), tuples of ints
     (``60,20``), ``none`` for an optional field. Raises ValueError naming a bad field or value."""
     names = {f.name for f in fields(cfg)}
+    declared = {f.name: str(f.type) for f in fields(cfg)}
     out: dict[str, Any] = {}
     for item in items:
         key, eq, raw = item.partition("=")
@@ -173,16 +176,18 @@ def apply_overrides(cfg: RefineConfig, items: "list[str] | tuple[str, ...]") -> 
         if not eq or key not in names:
             raise ValueError(f"{item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(names))}")
         cur = getattr(cfg, key)
+        # by the field's declared type (an optional field set to None has no type of its own)
+        kind = declared[key].replace(" ", "").split("|")
         try:
             if raw.lower() == "none":
                 val: Any = None
-            elif isinstance(cur, bool):
+            elif isinstance(cur, bool) or "bool" in kind:
                 val = raw.lower() in ("1", "true", "yes", "on")
-            elif isinstance(cur, tuple):
+            elif isinstance(cur, tuple) or any(k.startswith("tuple") for k in kind):
                 val = tuple(int(v) for v in raw.split(","))
-            elif isinstance(cur, float):
+            elif isinstance(cur, float) or "float" in kind:
                 val = float(raw)
-            elif isinstance(cur, int) or (cur is None and raw.lstrip("-").isdigit()):
+            elif isinstance(cur, int) or "int" in kind:
                 val = int(raw)
             else:
                 val = raw

@@ -325,11 +325,17 @@ def unwrap(image: np.ndarray | torch.Tensor, geometry: FaceGeometry, size: int =
         vis &= ~torch.from_numpy(m)[fy, fx]
 
     # Morphological clean-up: close small holes, drop specks, stay inside the layout.
+    raw = vis
     k = max(3, (S // 128) | 1)
     v8 = vis.numpy().astype(np.uint8)
     v8 = cv2.morphologyEx(v8, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     v8 = cv2.morphologyEx(v8, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
     vis = torch.from_numpy(v8.astype(bool)) & uvr.valid & inside
+    if layout.parts is not None:
+        # a head's teeth and eyeballs are seen as thin slivers (between parted lips, in a narrowed
+        # eye): the opening dropped them, and the render at the photo's pose showed the parts'
+        # default colours there (white teeth in deca_ex_alfw2's dark mouth gap)
+        vis |= raw & (own != 0) & (own != 1)
     if allowed is not None:  # the closing must not bring them back
         vis &= allowed
     if mask is not None:
