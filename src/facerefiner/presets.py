@@ -146,10 +146,8 @@ PRESETS: dict[str, RefineConfig] = {
     "default": RefineConfig(steps=(40, 12), passes=1, lr=0.03, keep_visible=True, content_samples=1024,
                             crop=256, crop_levels=1, nn_dims=128, nn_candidates=8, moment_channels=512,
                             render_visible=True, keep_shading=1 / 128, detail=True),
-    # keep_shading in quick too: without it the ICT head's face chart drifted grey while the scalp
-    # and the back of the head kept the fill's colour, a seam at every chart border (ffhq_00128)
     "quick": RefineConfig(size=128, steps=(20, 20), passes=1, lr=0.03, content_samples=512, style_samples=256,
-                          keep_visible=True, render_visible=True, detail=True, keep_shading=1 / 128),
+                          keep_visible=True, render_visible=True, detail=True),
 }
 
 
