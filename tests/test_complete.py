@@ -176,18 +176,6 @@ def test_prior_build_save_load_and_errors(tmp_path):
         P.load_prior(tmp_path / "none.npz")
 
 
-def test_prior_entries_leave_out_what_covers_the_face():
-    """deca_exp_1's fringe (found by the occlusion step) is not in her entry: the entry's texels are
-    a subset of the unmasked entry's, and the ones left out are the dark hair."""
-    photo = need(FACES / "deca_exp_1.jpg")
-    auto = P.build_prior([photo], size=64)
-    off = P.build_prior([photo], size=64, occlusion="off")
-    ma, mo = auto.masks[0], off.masks[0]
-    assert not (ma & ~mo).any() and (mo & ~ma).sum() > 0.05 * mo.sum()
-    luma = off.textures[0].astype(float).mean(-1)
-    assert luma[mo & ~ma].mean() < 0.7 * luma[ma].mean()
-
-
 def test_extend_outside_keeps_the_edge_colour_then_fades_smoothly():
     from facerefiner.complete import EDGE_BAND, extend_outside, pull_push
 

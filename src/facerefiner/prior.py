@@ -94,13 +94,8 @@ def photo_digest(rgb: np.ndarray) -> str:
 
 
 def entry_from_photo(rgb: np.ndarray, geometry: Any, layout: UVLayout | None = None,
-                     size: int = PRIOR_SIZE, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     size: int = PRIOR_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """One prior entry: the photo unwrapped at ``size`` and mirrored onto the half it does not show.
-
-    Args:
-        mask: optional (H, W) bool, the photo's pixels not to take (occluders: see
-            :func:`facerefiner.occlusion.face_mask`); they are left out of the entry like the
-            texels the photo does not show.
 
     Returns:
         ``(texture, mask)``: (size, size, 3) uint8 and (size, size) bool (visible or mirror-visible).
@@ -111,7 +106,7 @@ def entry_from_photo(rgb: np.ndarray, geometry: Any, layout: UVLayout | None = N
 
     layout = layout or default_layout()
     uvr = uv_raster(layout, size)
-    un = unwrap(rgb, geometry, size, layout=layout, uvr=uvr, mask=mask)
+    un = unwrap(rgb, geometry, size, layout=layout, uvr=uvr)
     vis = un.visibility & uvr.valid
     muv = mirror_uv(layout, size, uvr)
     mir = mirror_texture(un.texture, muv)
@@ -122,8 +117,7 @@ def entry_from_photo(rgb: np.ndarray, geometry: Any, layout: UVLayout | None = N
 
 def build_prior(photos: Iterable[str | os.PathLike], *, size: int = PRIOR_SIZE, layout: UVLayout | None = None,
                 detector: Any = None, min_face: float = 64.0,
-                on_photo: Callable[[Path, str | None], None] | None = None, head: Any = None,
-                occlusion: str = "auto") -> TexturePrior:
+                on_photo: Callable[[Path, str | None], None] | None = None, head: Any = None) -> TexturePrior:
     """A prior from photos (the largest face of each).
 
     Args:
@@ -132,16 +126,11 @@ def build_prior(photos: Iterable[str | os.PathLike], *, size: int = PRIOR_SIZE, 
         on_photo: called with ``(path, error)`` after each photo (error None when it was used).
         head: the head model (:func:`facerefiner.heads.get_head`; default the face mask); its
             layout is used when ``layout`` is None.
-        occlusion: ``auto``: what covers each face (hair, glasses, hands) is found and left out of
-            its entry (:func:`facerefiner.occlusion.face_mask`): the prior's structure is copied
-            onto other faces' hidden features, and a frame in an entry came out as a ghost of
-            glasses on them; ``off``: every pixel the mesh covers is taken.
 
     Raises:
         InputError: no photo gave an entry.
     """
     from .io import load_image
-    from .occlusion import face_mask
     from .reconstruct import default_detector, reconstruct
 
     layout = layout or (head.layout() if head is not None else default_layout())
@@ -152,8 +141,7 @@ def build_prior(photos: Iterable[str | os.PathLike], *, size: int = PRIOR_SIZE, 
         try:
             rgb = load_image(p)
             geo = reconstruct(rgb, min_face=min_face, detector=det, source=str(p), head=head)
-            occ, _ = face_mask(rgb, geo, layout, None, occlusion)
-            t, m = entry_from_photo(rgb, geo, layout, size, mask=occ)
+            t, m = entry_from_photo(rgb, geo, layout, size)
         except FaceRefinerError as e:
             if on_photo:
                 on_photo(p, str(e))
