@@ -76,23 +76,19 @@ def child(result: Path, cli_args: list[str]) -> None:
     rec: dict = {"args": cli_args}
     run_photos, finish = common.run_photos, common.finish
 
-    def timed_run_photos(*a, **kw):
-        rec["rss_batch_start_mb"] = round(_status_mb("VmRSS"), 1)
-        t0 = time.perf_counter()
-        try:
-            return run_photos(*a, **kw)
-        finally:
-            rec["batch_s"] = round(time.perf_counter() - t0, 2)
+    def timed(fn, name: str):
+        """``fn`` recording the resident memory when it starts and its wall time under ``name``."""
+        def wrapper(*a, **kw):
+            rec[f"rss_{name}_start_mb"] = round(_status_mb("VmRSS"), 1)
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                rec[f"{name}_s"] = round(time.perf_counter() - t0, 2)
+        return wrapper
 
-    def timed_finish(*a, **kw):
-        rec["rss_finish_start_mb"] = round(_status_mb("VmRSS"), 1)
-        t0 = time.perf_counter()
-        try:
-            return finish(*a, **kw)
-        finally:
-            rec["finish_s"] = round(time.perf_counter() - t0, 2)
-
-    common.run_photos, common.finish = timed_run_photos, timed_finish  # before the verbs bind them
+    # before the verbs bind them
+    common.run_photos, common.finish = timed(run_photos, "batch"), timed(finish, "finish")
 
     # resident memory after the 1st, 2nd, 5th, 10th, 20th, 50th, ... record and the last one: flat
     # after the first photos when nothing per photo is kept beyond its small record

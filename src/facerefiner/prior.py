@@ -203,7 +203,8 @@ def load_prior(path: str | os.PathLike, layout: UVLayout | None = None) -> Textu
             or len(digests) != n or len(sources) != n or textures.shape[1] != textures.shape[2]):
         raise InputError(f"{p}: a damaged prior (arrays of shapes {textures.shape} and {masks.shape})")
     if lay != layout.name:
-        raise InputError(f"{p}: a prior for the UV layout {lay!r}, not {layout.name!r}")
+        raise InputError(f"{p}: a prior for the UV layout {lay!r}, not {layout.name!r} "
+                         "(build it again with `facerefiner prior build` and the same --head)")
     return TexturePrior(textures, masks.astype(bool), digests, sources, lay)
 
 
