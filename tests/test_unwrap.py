@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -110,6 +112,42 @@ def test_a_heads_teeth_seen_between_parted_lips_stay_visible():
     skin = torch.from_numpy(labels == 0) & un.visibility
     assert int(teeth.sum()) >= 10
     assert float(un.texture[:, teeth].mean()) < 0.6 * float(un.texture[:, skin].mean())
+
+
+def test_a_heads_mouth_interior_is_taken_at_grazing_angles(monkeypatch):
+    """deca_ex_image02673's mouth is wide open: the ICT head's teeth and gums show there at grazing
+    angles (the top of the lower teeth, the gums above the upper ones), under the paper's 0.4. They
+    are taken from the photo at any front-facing angle (their default colours had rendered white
+    teeth and pink gums over her dark mouth); the skin keeps the paper's threshold."""
+    U = importlib.import_module("facerefiner.unwrap")
+    from facerefiner.complete import part_map
+    from facerefiner.heads import get_head
+    from facerefiner.reconstruct import reconstruct
+
+    head = get_head("ict")
+    lay = head.layout(None)
+    rgb = load_image(need(FACES / "deca_ex_image02673.png"))
+    geo = reconstruct(rgb, head=head)
+    labels = torch.from_numpy(part_map(lay, 512))
+    inner = labels > 0
+    new = unwrap(rgb, geo, 512, layout=lay)
+    monkeypatch.setattr(U, "INNER_COS_THRESHOLD", U.COS_THRESHOLD)
+    old = unwrap(rgb, geo, 512, layout=lay)
+    grazing = int((new.visibility & inner & (new.cosine < U.COS_THRESHOLD)).sum())
+    before = int((old.visibility & inner & (old.cosine < U.COS_THRESHOLD)).sum())  # the closing's
+    assert grazing >= 300 and grazing > 3 * before
+    skin = labels == 0
+    assert int((new.visibility[skin] != old.visibility[skin]).sum()) <= 0.002 * int(skin.sum())
+    # the render at the photo's pose: the mouth's pixels see the photo's texels
+    rast, cache = face_raster(geo.vertices, geo.camera, lay)
+    tri = rast[0, ..., 3].long() - 1
+    mouth = (tri >= 0) & torch.from_numpy(lay.parts)[tri.clamp_min(0)].gt(0)
+
+    def seen(v):
+        img, _ = render_face(v[None].float(), cache=cache)
+        return float((img[0][mouth] > 0.999).float().mean())
+
+    assert seen(new.visibility) > seen(old.visibility) + 0.05
 
 
 def test_render_face_matches_cache_and_eyes_are_textured(ffhq_photo, detector):

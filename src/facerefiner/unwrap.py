@@ -28,6 +28,12 @@ log = logging.getLogger(__name__)
 COS_THRESHOLD = 0.4
 COS_THRESHOLD_PROFILE = 0.6
 PROFILE_YAW = 25.0
+#: Cosine threshold of the surfaces inside a head's mouth and eyes (layout parts other than skin:
+#: sockets, teeth, gums and tongue, eyeballs). The photo shows them only through the lips' and
+#: lids' openings, mostly at a grazing angle (the top of the lower teeth, the gums above the upper
+#: ones); what it shows there is their colour at the photo's pose, and the parts' default colours
+#: in their place rendered white teeth and pink gums over deca_ex_image02673's dark, open mouth.
+INNER_COS_THRESHOLD = 0.0
 #: Depth tolerance of the occlusion test, in cm (the mesh is in cm).
 DEPTH_TOLERANCE_CM = 0.4
 #: Default number of back-projection iterations of :func:`unwrap`.
@@ -153,16 +159,18 @@ class Region:
                 else xy - np.array([self.x0, self.y0])) * self.scale
 
 
-def face_region(geometry: FaceGeometry, margin: float = 0.15, max_side: int | None = None) -> Region:
+def face_region(geometry: FaceGeometry, margin: float = 0.15, max_side: int | None = None, *,
+                to_mesh: bool = True) -> Region:
     """The photo region around the face (the landmark box, grown to the projected mesh's box for a
-    head larger than the face, then by ``margin`` of the landmark box on each side), scaled down
-    so that its long side is at most ``max_side`` pixels."""
+    head larger than the face unless ``to_mesh`` is False, then by ``margin`` of the landmark box
+    on each side), scaled down so that its long side is at most ``max_side`` pixels."""
     w, h = geometry.camera.image_size
     x0, y0, x1, y1 = geometry.box
     m = margin * max(x1 - x0, y1 - y0)
-    p = geometry.projected()[:, :2]
-    x0, y0 = min(x0, float(p[:, 0].min())), min(y0, float(p[:, 1].min()))
-    x1, y1 = max(x1, float(p[:, 0].max())), max(y1, float(p[:, 1].max()))
+    if to_mesh:
+        p = geometry.projected()[:, :2]
+        x0, y0 = min(x0, float(p[:, 0].min())), min(y0, float(p[:, 1].min()))
+        x1, y1 = max(x1, float(p[:, 0].max())), max(y1, float(p[:, 1].max()))
     r = Region(int(max(0, np.floor(x0 - m))), int(max(0, np.floor(y0 - m))),
                int(min(w, np.ceil(x1 + m))), int(min(h, np.ceil(y1 + m))))
     if max_side is not None:
@@ -312,7 +320,9 @@ def unwrap(image: np.ndarray | torch.Tensor, geometry: FaceGeometry, size: int =
     # texels of triangles the head model never takes from the photo (None: all may be sampled)
     allowed = (None if layout.sampled is None
                else torch.as_tensor(layout.sampled)[(uvr.rast[0, ..., 3].long() - 1).clamp_min(0)])
-    vis = uvr.valid & (cosine > thr) & front & inside
+    texel_thr = thr if layout.parts is None else torch.where(
+        own == 0, torch.tensor(float(thr)), torch.tensor(INNER_COS_THRESHOLD))
+    vis = uvr.valid & (cosine > texel_thr) & front & inside
     if allowed is not None:
         vis &= allowed
     if mask is not None:
