@@ -46,6 +46,8 @@ from .layout import UVLayout, default_layout
 
 log = logging.getLogger(__name__)
 
+#: How far (colour in [0, 1]) an entry may stray from the chosen entries' per-texel median.
+PRIOR_OUTLIER = 0.08
 #: Texture size the entries are stored at (the structure the prior gives is coarser than this).
 PRIOR_SIZE = 256
 #: Entries combined per face.
@@ -94,30 +96,48 @@ def photo_digest(rgb: np.ndarray) -> str:
 
 
 def entry_from_photo(rgb: np.ndarray, geometry: Any, layout: UVLayout | None = None,
-                     size: int = PRIOR_SIZE) -> tuple[np.ndarray, np.ndarray]:
+                     size: int = PRIOR_SIZE, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One prior entry: the photo unwrapped at ``size`` and mirrored onto the half it does not show.
+
+    Args:
+        mask: optional (H, W) bool, the photo's pixels not to take (occluders: see
+            :func:`facerefiner.occlusion.face_mask`). The texels they cover (and their mirror
+            images) stay in the entry's mask but get a smooth fill (:func:`~facerefiner.complete.pull_push`)
+            of the entry's other texels: no structure to copy (a frame in an entry came out as a
+            ghost of glasses on other faces' hidden nose and eyes) and no new hole (an entry's hole
+            changes which entries a combination averages there: a blotch at its edge).
 
     Returns:
         ``(texture, mask)``: (size, size, 3) uint8 and (size, size) bool (visible or mirror-visible).
     """
-    from .complete import mirror_texture, mirror_uv
+    from .complete import mirror_texture, mirror_uv, pull_push
     from .io import to_uint8
     from .unwrap import unwrap, uv_raster
 
     layout = layout or default_layout()
     uvr = uv_raster(layout, size)
-    un = unwrap(rgb, geometry, size, layout=layout, uvr=uvr)
-    vis = un.visibility & uvr.valid
     muv = mirror_uv(layout, size, uvr)
-    mir = mirror_texture(un.texture, muv)
-    mir_vis = (mirror_texture(vis[None].float(), muv)[0] > 0.999) & uvr.valid & ~vis
-    tex = torch.where(vis[None], un.texture, torch.where(mir_vis[None], mir, torch.zeros_like(mir)))
-    return to_uint8(tex), (vis | mir_vis).numpy()
+
+    def mirrored(m: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
+        un = unwrap(rgb, geometry, size, layout=layout, uvr=uvr, mask=m)
+        vis = un.visibility & uvr.valid
+        mir = mirror_texture(un.texture, muv)
+        mir_vis = (mirror_texture(vis[None].float(), muv)[0] > 0.999) & uvr.valid & ~vis
+        return torch.where(vis[None], un.texture, torch.where(mir_vis[None], mir, torch.zeros_like(mir))), vis | mir_vis
+
+    tex, cover = mirrored(None)
+    if mask is not None and np.asarray(mask).any():
+        kept_tex, kept = mirrored(mask)
+        if bool(kept.any()):
+            filled = pull_push(kept_tex.permute(1, 2, 0).double().numpy(), kept.numpy())
+            tex = torch.where(kept[None], kept_tex, torch.from_numpy(filled).permute(2, 0, 1).float())
+    return to_uint8(torch.where(cover[None], tex, torch.zeros_like(tex))), cover.numpy()
 
 
 def build_prior(photos: Iterable[str | os.PathLike], *, size: int = PRIOR_SIZE, layout: UVLayout | None = None,
                 detector: Any = None, min_face: float = 64.0,
-                on_photo: Callable[[Path, str | None], None] | None = None, head: Any = None) -> TexturePrior:
+                on_photo: Callable[[Path, str | None], None] | None = None, head: Any = None,
+                occlusion: str = "auto") -> TexturePrior:
     """A prior from photos (the largest face of each).
 
     Args:
@@ -126,11 +146,15 @@ def build_prior(photos: Iterable[str | os.PathLike], *, size: int = PRIOR_SIZE, 
         on_photo: called with ``(path, error)`` after each photo (error None when it was used).
         head: the head model (:func:`facerefiner.heads.get_head`; default the face mask); its
             layout is used when ``layout`` is None.
+        occlusion: ``auto``: what covers each face (hair, glasses, hands) is found
+            (:func:`facerefiner.occlusion.face_mask`) and smoothed over in its entry
+            (:func:`entry_from_photo`); ``off``: every pixel the mesh covers is taken as it is.
 
     Raises:
         InputError: no photo gave an entry.
     """
     from .io import load_image
+    from .occlusion import face_mask
     from .reconstruct import default_detector, reconstruct
 
     layout = layout or (head.layout() if head is not None else default_layout())
@@ -141,7 +165,8 @@ def build_prior(photos: Iterable[str | os.PathLike], *, size: int = PRIOR_SIZE, 
         try:
             rgb = load_image(p)
             geo = reconstruct(rgb, min_face=min_face, detector=det, source=str(p), head=head)
-            t, m = entry_from_photo(rgb, geo, layout, size)
+            occ, _ = face_mask(rgb, geo, layout, None, occlusion)
+            t, m = entry_from_photo(rgb, geo, layout, size, mask=occ)
         except FaceRefinerError as e:
             if on_photo:
                 on_photo(p, str(e))
@@ -220,7 +245,9 @@ def fit(prior: TexturePrior, sampled: torch.Tensor, visibility: torch.Tensor, va
     visible texels): the mean squared difference of their luma, each divided by its mean there
     (exposure and skin tone do not count), after a blur of S / 128 (the structure, not the grain).
     The ``k`` best entries are combined with convex weights proportional to 1 / cost; each entry is
-    brought to the face's colours by the per-channel ratio of their means on the shared texels.
+    brought to the face's colours by the per-channel ratio of their means on the shared texels and
+    kept within :data:`PRIOR_OUTLIER` of the entries' per-texel median (what one entry alone has,
+    a highlight or a mole, is not copied).
 
     Args:
         prior: the database.
@@ -273,9 +300,17 @@ def fit(prior: TexturePrior, sampled: torch.Tensor, visibility: torch.Tensor, va
     num = torch.zeros((3, S, S), device=dev)
     den = torch.zeros((S, S), device=dev)
     sq = torch.zeros((S, S), device=dev)
-    for wj, j in zip(w, order):
+    aligned = torch.stack([(tex[j] * ratios[j][:, None, None]).clamp(0, 1) for j in order])  # (k, 3, S, S)
+    covers = torch.stack([msk[j] for j in order])[:, None].expand_as(aligned)
+    # what one entry alone has (a highlight, a mole, what is left of a frame) is clipped to the
+    # entries' median there: ffhq_00145's highlight on the side of his nose came out as an orange
+    # blob on deca_ex_img0392's hidden nose side
+    med = torch.where(covers, aligned, torch.full_like(aligned, float("nan"))).nanmedian(0).values
+    med = torch.nan_to_num(med)
+    aligned = torch.minimum(torch.maximum(aligned, med - PRIOR_OUTLIER), med + PRIOR_OUTLIER)
+    for wj, (i, j) in zip(w, enumerate(order)):
         m = msk[j].float() * float(wj)
-        num += m[None] * (tex[j] * ratios[j][:, None, None]).clamp(0, 1)
+        num += m[None] * aligned[i]
         den += m
         sq += m * m
         info["entries"].append({"source": prior.sources[keep[j]], "weight": round(float(wj), 4),
