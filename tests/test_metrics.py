@@ -540,3 +540,59 @@ def test_chroma_drift_on_constructed_cases():
     assert M.chroma_drift(grain, ref, mask, 8.0) < 0.01
     with pytest.raises(ValueError, match="expected shape"):
         M.chroma_drift(ref, ref, mask[:32], 4.0)
+
+
+class _BoxRecorder:
+    """An identity model that records the boxes it is given (descriptor = the box)."""
+
+    name = "boxes"
+
+    def __init__(self) -> None:
+        self.boxes: list[tuple[float, ...]] = []
+
+    def descriptor(self, rgb, box):
+        self.boxes.append(tuple(float(v) for v in box))
+        return np.asarray(box, dtype=np.float64)
+
+    @staticmethod
+    def distance(a, b):
+        return float(np.linalg.norm(np.asarray(a) - np.asarray(b)))
+
+
+def test_identity_reference_box_is_the_detectors_for_every_head():
+    """The photo's reference descriptor is taken on the detector's landmark box, so the face mask
+    and the ICT head fitted to one photo are measured against the same reference (on their own
+    projected faces the two boxes differed by a few pixels, and the reference descriptors by 0.01
+    to 0.06, as much as the heads' difference on some photos); turned, each render is boxed by the
+    head's points that correspond to MediaPipe's landmarks."""
+    from facerefiner.heads import get_head
+    from facerefiner.io import load_image
+    from facerefiner.reconstruct import reconstruct
+
+    rgb = load_image(need(FACES / "ffhq_00128.png"))
+    tex = torch.full((3, 64, 64), 0.5)
+    refs = []
+    for name in ("mediapipe", "ict"):
+        head = get_head(name)
+        geo = reconstruct(rgb, head=head)
+        lay = head.layout(None)
+        model = _BoxRecorder()
+        marks = head.landmark_points(geo.vertices)
+        M.identity_distances(rgb, tex, geo, lay, yaws=(30.0,), model=model, landmarks=marks)
+        crop = M._face_crop(rgb, geo, lay, M.FIDELITY_MAX_SIDE)
+        x0, y0, x1, y1 = geo.box
+        expect = M.bounding_box(crop.region.to_region(np.array([[x0, y0], [x1, y1]])))
+        assert model.boxes[0] == pytest.approx(expect) and model.boxes[1] == pytest.approx(expect)
+        # the reference box in photo pixels
+        refs.append(np.array(model.boxes[0]) / crop.region.scale + [crop.region.x0, crop.region.y0] * 2)
+        turned = model.boxes[-1]
+        assert turned[2] - turned[0] > 20 and turned[3] - turned[1] > 20
+    assert np.allclose(refs[0], refs[1], atol=1.0)
+
+
+def test_face_report_face_box():
+    from facerefiner.folder import FaceReport
+
+    assert FaceReport({"face_box": [1, 2.5, 30, 40]}).face_box == (1.0, 2.5, 30.0, 40.0)
+    for bad in ([1, 2, 3], [5, 5, 1, 1], ["a", 1, 2, 3], [True, 0, 3, 4], "box", None):
+        assert FaceReport({"face_box": bad}).face_box is None

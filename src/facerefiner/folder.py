@@ -183,6 +183,13 @@ class FaceReport:
         return self._get("uv_layout", str)
 
     @property
+    def face_box(self) -> tuple[float, float, float, float] | None:
+        """The detector's landmark box in photo pixels, ``(x0, y0, x1, y1)`` (``face_box``), or None."""
+        v = self._get("face_box", list)
+        ok = v is not None and len(v) == 4 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+        return tuple(float(x) for x in v) if ok and v[2] > v[0] and v[3] > v[1] else None
+
+    @property
     def texture_size(self) -> int | None:
         """The optimisation's (or unwrap's) texture size S (``texture_size``)."""
         return self._get("texture_size", int)

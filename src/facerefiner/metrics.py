@@ -201,21 +201,23 @@ class _Crop:
     """The face's crop of the photo with the mesh rasterised into it."""
 
     photo: np.ndarray          # (h, w, 3) uint8
+    region: Any                # the crop's facerefiner.unwrap.Region of the photo
     camera: Camera             # projects the mesh into the crop
     cache: Any                 # RasterCache of the face in the crop
     covered: torch.Tensor      # (h, w) bool
 
 
-def _face_crop(photo: np.ndarray, geometry: FaceGeometry, layout: UVLayout, max_side: int) -> _Crop:
+def _face_crop(photo: np.ndarray, geometry: FaceGeometry, layout: UVLayout, max_side: int,
+               to_mesh: bool = True) -> _Crop:
     from .render import coverage_mask, face_raster
     from .unwrap import face_region
 
-    region = face_region(geometry, max_side=max_side)
+    region = face_region(geometry, max_side=max_side, to_mesh=to_mesh)
     crop = np.array(region.crop(np.asarray(photo)), dtype=np.uint8, order="C")  # writable copy
     w, h = region.out_size
     cam = geometry.camera.crop(region.x0, region.y0, w, h, scale=region.scale)
     _, cache = face_raster(geometry.vertices, cam, layout)
-    return _Crop(photo=crop, camera=cam, cache=cache, covered=coverage_mask(cache)[0])
+    return _Crop(photo=crop, region=region, camera=cam, cache=cache, covered=coverage_mask(cache)[0])
 
 
 def _render_rgba(texture: torch.Tensor, visibility: torch.Tensor | None, cache: Any,
@@ -372,6 +374,18 @@ def identity_available() -> bool:
         return False
 
 
+def _with_parts(skin: torch.Tensor, layout: UVLayout) -> torch.Tensor:
+    """(S, S) bool ``skin`` and every texel of the layout's surfaces that are not skin, inside it."""
+    from .unwrap import uv_raster
+
+    uvr = uv_raster(layout, int(skin.shape[-1]))
+    out = skin.clone()
+    if layout.parts is not None:
+        tid = (uvr.rast[0, ..., 3].long() - 1).clamp_min(0)
+        out |= torch.from_numpy(np.asarray(layout.parts) != 0)[tid]
+    return uvr.valid & out
+
+
 def face_texels(layout: UVLayout, size: int) -> torch.Tensor:
     """(size, size) bool: a head's face in its atlas, the region a face mask covers: the texels of
     :func:`facerefiner.layout.face_region_mask` (the hull of the face's vertices' uv: forehead to
@@ -380,20 +394,16 @@ def face_texels(layout: UVLayout, size: int) -> torch.Tensor:
     from .layout import face_region_mask
     from .unwrap import uv_raster
 
-    uvr = uv_raster(layout, size)
     if layout.face is None:
-        return uvr.valid.clone()
-    out = torch.from_numpy(np.array(face_region_mask(layout, size)))
-    if layout.parts is not None:
-        tid = (uvr.rast[0, ..., 3].long() - 1).clamp_min(0)
-        out |= torch.from_numpy(np.asarray(layout.parts) != 0)[tid]
-    return uvr.valid & out
+        return uv_raster(layout, size).valid.clone()
+    return _with_parts(torch.from_numpy(np.array(face_region_mask(layout, size))), layout)
 
 
 def identity_distances(photo: np.ndarray, texture: torch.Tensor, geometry: FaceGeometry,
                        layout: UVLayout | None = None, visibility: torch.Tensor | None = None, *,
                        yaws: tuple[float, ...] | None = IDENTITY_YAWS, model: IdentityModel | None = None,
-                       max_side: int = FIDELITY_MAX_SIDE) -> dict[str, Any]:
+                       max_side: int = FIDELITY_MAX_SIDE, landmarks: np.ndarray | None = None,
+                       face: torch.Tensor | np.ndarray | None = None) -> dict[str, Any]:
     """Face-descriptor distances between the photo and renders of the texture.
 
     (a) ``render``: the texture rendered at the input camera composited over the photo (texels
@@ -403,8 +413,21 @@ def identity_distances(photo: np.ndarray, texture: torch.Tensor, geometry: FaceG
     ``render_head`` is the whole head composited (its scalp is skin where the photo has hair); (b) ``turned``: the head
     turned to each yaw of ``yaws`` (absolute, degrees; about the model's vertical axis, so with
     pitch and roll the pose's yaw is close to, not exactly, the target: see ``turned_yaw_deg``),
-    rendered on a plain grey background. Each face is aligned by dlib's 5-point predictor on the
-    projected face's 2D box (``layout.face``: a head's face, not its ears and neck).
+    rendered on a plain grey background. Each face is aligned by dlib's 5-point predictor on a box
+    that does not depend on the head model: the photo and (a) on ``geometry.box`` (the detector's
+    landmark box: the same for every head fitted to the photo, so one head's distances compare
+    with another's against the same reference), (b) on the box of ``landmarks`` in the turned view.
+    The photo's crop is the landmark box's too (:func:`facerefiner.unwrap.face_region` with
+    ``to_mesh=False``): a crop grown to a whole head's box had the face at a lower resolution than
+    the face mask's (the descriptor moved by up to 0.08 with the crop alone).
+
+    Args:
+        landmarks: (468, 3) float model-frame points of the mesh that correspond to MediaPipe's
+            468 landmarks (:meth:`facerefiner.heads.HeadModel.landmark_points`); None: the
+            layout's face vertices (:meth:`~facerefiner.layout.UVLayout.face_points`).
+        face: for a head, (S, S) bool skin texels of its face composited at the input pose
+            (:meth:`facerefiner.heads.HeadModel.face_texels`: the face mask's footprint); None:
+            :func:`face_texels`. Its surfaces that are not skin (eyes, mouth) are added.
 
     Raises:
         EvalExtraMissing: dlib or face_recognition_models is not installed.
@@ -413,8 +436,10 @@ def identity_distances(photo: np.ndarray, texture: torch.Tensor, geometry: FaceG
 
     layout = layout or default_layout()
     model = model or identity_model()
-    c = _face_crop(photo, geometry, layout, max_side)
-    box = bounding_box(layout.face_points(c.camera.project(geometry.vertices)))  # a head's face, not its neck
+    c = _face_crop(photo, geometry, layout, max_side, to_mesh=False)  # the same crop for every head
+    x0, y0, x1, y1 = geometry.box
+    box = bounding_box(c.region.to_region(np.array([[x0, y0], [x1, y1]], dtype=np.float64)))
+    marks = layout.face_points(geometry.vertices) if landmarks is None else np.asarray(landmarks, np.float64)
     ref = model.descriptor(c.photo, box)
     base = torch.from_numpy(c.photo).permute(2, 0, 1).float() / 255.0
 
@@ -425,7 +450,12 @@ def identity_distances(photo: np.ndarray, texture: torch.Tensor, geometry: FaceG
         return model.distance(ref, model.descriptor(comp, box))
 
     out: dict[str, Any] = {"model": model.name, "same_person_below": SAME_PERSON}
-    face = face_texels(layout, int(texture.shape[-1])) if layout.face is not None else None
+    if layout.face is None:
+        face = None
+    elif face is None:
+        face = face_texels(layout, int(texture.shape[-1]))
+    else:
+        face = _with_parts(torch.as_tensor(np.asarray(face)), layout)
     if face is not None:
         # a head: its face over the photo, as the face mask's (the photo's hair, ears and neck
         # around it), and beside it the whole head (its scalp is skin where the photo has hair)
@@ -440,7 +470,7 @@ def identity_distances(photo: np.ndarray, texture: torch.Tensor, geometry: FaceG
             im, xy, cam = turned_view(texture.detach().float(), geometry, layout, yaw - geometry.yaw,
                                       size=TURNED_SIZE, background=TURNED_BACKGROUND, margin=0.3, frame=layout.face)
             key = f"{yaw:+.0f}"
-            turned[key] = model.distance(ref, model.descriptor(_u8(im), bounding_box(layout.face_points(xy))))
+            turned[key] = model.distance(ref, model.descriptor(_u8(im), bounding_box(cam.project(marks)[:, :2])))
             actual[key] = round(_pose(cam)[0], 2)
         out["turned"] = turned
         out["turned_yaw_deg"] = actual
@@ -940,8 +970,9 @@ def geometry_from_folder(folder: str | os.PathLike) -> FaceGeometry:
     """The :class:`FaceGeometry` of an output folder from ``mesh.obj`` and ``camera.json``.
 
     The landmarks are the head model's points that correspond to MediaPipe's 468 (the projected
-    vertices for the face mask; no iris points; z in pixels from the camera's scale); the box and
-    the head pose are recomputed from them and the camera.
+    vertices for the face mask; no iris points; z in pixels from the camera's scale); the head pose
+    is recomputed from the camera, the box is report.json's ``face_box`` (the detector's landmark
+    box) when it has one, else the box of those landmarks.
     """
     from .export import read_obj_vertices
     from .heads import get_head
@@ -955,7 +986,8 @@ def geometry_from_folder(folder: str | os.PathLike) -> FaceGeometry:
         verts = read_obj_vertices(folder / "mesh.obj")
     except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
         raise InputError(f"{folder}: unreadable mesh.obj or camera.json ({type(e).__name__})") from None
-    head = get_head(FaceReport(report_or_none(folder)).head)
+    report = report_or_none(folder)
+    head = get_head(FaceReport(report).head)
     n = head.layout().num_vertices
     if verts.shape != (n, 3):
         raise InputError(f"{folder / 'mesh.obj'}: has {len(verts)} vertices, expected {n} (head {head.name})")
@@ -963,7 +995,8 @@ def geometry_from_folder(folder: str | os.PathLike) -> FaceGeometry:
     scale = float(abs(np.linalg.det(cam.K[:2, :2])) ** 0.5)
     lm = np.concatenate([proj[:, :2], (proj[:, 2:3] - proj[:, 2].min()) * (scale if not cam.perspective else 1.0)], 1)
     yaw, pitch, roll = _pose(cam)
-    return FaceGeometry(vertices=verts, camera=cam, landmarks=lm, box=bounding_box(proj), yaw=yaw, pitch=pitch, roll=roll,
+    box = FaceReport(report).face_box or bounding_box(proj)
+    return FaceGeometry(vertices=verts, camera=cam, landmarks=lm, box=box, yaw=yaw, pitch=pitch, roll=roll,
                         scale=scale, info={"source": str(folder)})
 
 
@@ -1140,9 +1173,13 @@ def evaluate_folder(folder: str | os.PathLike, *, identity: bool = True,
             m["identity"] = _skip_identity(str(e))
         else:
             yaws = IDENTITY_YAWS if out.complete else None
+            from .heads import get_head
+
+            head = get_head(FaceReport(out.report).head)
+            marks = head.landmark_points(out.geometry.vertices)
             m["identity"] = timed("identity", lambda: identity_distances(
                 out.photo, out.texture, out.geometry, out.layout, out.visibility if not out.complete else None,
-                yaws=yaws, model=model))
+                yaws=yaws, model=model, landmarks=marks, face=head.face_texels(int(out.texture.shape[-1]))))
             if not out.complete:
                 m["identity"]["turned"] = {"skipped": incomplete}
 

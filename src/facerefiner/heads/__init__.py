@@ -61,6 +61,12 @@ class HeadModel:
         correspond to MediaPipe's 468 face-mesh landmarks."""
         return np.asarray(vertices, dtype=np.float64)[:468]
 
+    def face_texels(self, size: int) -> np.ndarray | None:
+        """(size, size) bool: the texels of this model's atlas that the face mask's 468-vertex
+        surface covers (the face the identity metric compares across heads), or None for the
+        face mask itself (all of its layout)."""
+        return None
+
     def morph_targets(self, geometry) -> tuple[list[str], np.ndarray, np.ndarray] | None:
         """Blendshapes for ``mesh.glb``: (names, (K, V, 3) float32 vertex offsets in the model frame
         relative to ``geometry.vertices`` at zero weights, (K,) default weights), or None."""

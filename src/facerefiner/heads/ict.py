@@ -148,6 +148,22 @@ def aim_eyeball(points: np.ndarray, centre: np.ndarray, tip: np.ndarray, target_
 
 
 @functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=8)
+def _footprint(head: "ICTHead", size: int) -> np.ndarray:
+    import cv2
+
+    from . import get_head
+
+    tri = get_head("mediapipe").layout().faces
+    uv = np.einsum("nk,nkc->nc", head._corr_weights, head.uv[head.faces[head._corr_triangle]])
+    pts = np.round((uv[tri] * size - 0.5) * 16).astype(np.int32)
+    m8 = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(m8, list(pts), 1, lineType=cv2.LINE_8, shift=4)
+    m = m8.astype(bool)
+    m.flags.writeable = False
+    return m
+
+
 def _asset() -> dict:
     if not ASSET_PATH.exists():
         raise InputError(f"{ASSET_PATH}: the ICT head asset is missing (rebuild it with scripts/make_ict_asset.py)")
@@ -185,6 +201,7 @@ class ICTHead(HeadModel):
         #: the face proper (the layout's ``face``): the corners of the triangles that MediaPipe's
         #: face mesh corresponds to, so the face is boxed as the face mask's is
         self.face_vertices = np.unique(self.faces[ct])
+        self._corr_triangle, self._corr_weights = ct, cb
         corner = tri_orig[ct]  # (468, 3)
         iris = a["iris_vertex"].astype(np.int64)  # (right, left)
         self.iris_vertex = iris
@@ -330,6 +347,14 @@ class ICTHead(HeadModel):
         model = np.zeros((len(self.neutral), 3))
         model[self.split_index] = v
         return np.einsum("nj,njc->nc", self._corr_bary[:468], model[self._corr_vertices[:468]])
+
+    def face_texels(self, size: int) -> np.ndarray:
+        """(size, size) bool, read-only: the face mask's footprint in this atlas, MediaPipe's
+        face-mesh triangles drawn at the uv of the points that correspond to its 468 vertices.
+        (The hull of :attr:`face_vertices`, the corners of the triangles those points lie in,
+        reaches a triangle further: over deca_ex_image02673's temples and jaw, where the photo
+        shows hair and background.)"""
+        return _footprint(self, int(size))
 
     def part_colours(self) -> dict:
         """Teeth off-white, gums and tongue pink, the sockets dark red; each sclera the median of
