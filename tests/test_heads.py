@@ -368,7 +368,8 @@ def test_the_face_of_the_head_is_its_face_not_its_ears_and_neck(ict):
 def test_identity_boxes_the_heads_face(tmp_path):
     """dlib's aligner is given the face's box, not the whole head's (an unwrap folder at S = 256,
     holes black: with the neck and the scalp in the box, the same person turned by 30 degrees
-    measured 0.61; with the face's, 0.48; at the input pose 0.12 against 0.05)."""
+    measured 0.61; with the face's, 0.48). At the input pose both are boxed by the detector's
+    landmark box (see test_metrics: the same reference for every head)."""
     import dataclasses
 
     from typer.testing import CliRunner
@@ -385,5 +386,5 @@ def test_identity_boxes_the_heads_face(tmp_path):
     face = identity_distances(out.photo, out.texture, out.geometry, out.layout, out.visibility, yaws=(30.0,))
     head = identity_distances(out.photo, out.texture, out.geometry, dataclasses.replace(out.layout, face=None),
                               out.visibility, yaws=(30.0,))
-    assert face["render"] < 0.1 and face["turned"]["+30"] < 0.55
-    assert face["render"] < head["render"] and face["turned"]["+30"] < head["turned"]["+30"] - 0.05
+    assert face["render"] < 0.1 and head["render"] < 0.1 and face["turned"]["+30"] < 0.55
+    assert face["turned"]["+30"] < head["turned"]["+30"] - 0.05

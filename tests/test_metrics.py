@@ -563,7 +563,8 @@ def test_identity_reference_box_is_the_detectors_for_every_head():
     """The photo's reference descriptor is taken on the detector's landmark box, so the face mask
     and the ICT head fitted to one photo are measured against the same reference (on their own
     projected faces the two boxes differed by a few pixels, and the reference descriptors by 0.01
-    to 0.06, as much as the heads' difference on some photos); turned, each render is boxed by the
+    to 0.06, as much as the heads' difference on some photos), on the same crop (one grown to the
+    whole head's box had the face at a lower resolution); turned, each render is boxed by the
     head's points that correspond to MediaPipe's landmarks."""
     from facerefiner.heads import get_head
     from facerefiner.io import load_image
@@ -579,15 +580,16 @@ def test_identity_reference_box_is_the_detectors_for_every_head():
         model = _BoxRecorder()
         marks = head.landmark_points(geo.vertices)
         M.identity_distances(rgb, tex, geo, lay, yaws=(30.0,), model=model, landmarks=marks)
-        crop = M._face_crop(rgb, geo, lay, M.FIDELITY_MAX_SIDE)
+        crop = M._face_crop(rgb, geo, lay, M.FIDELITY_MAX_SIDE, to_mesh=False)
         x0, y0, x1, y1 = geo.box
         expect = M.bounding_box(crop.region.to_region(np.array([[x0, y0], [x1, y1]])))
         assert model.boxes[0] == pytest.approx(expect) and model.boxes[1] == pytest.approx(expect)
-        # the reference box in photo pixels
-        refs.append(np.array(model.boxes[0]) / crop.region.scale + [crop.region.x0, crop.region.y0] * 2)
+        # the crop and the reference box in photo pixels
+        r = crop.region
+        refs.append(np.array([r.x0, r.y0, r.x1, r.y1, r.scale, *(np.array(model.boxes[0]) / r.scale + [r.x0, r.y0] * 2)]))
         turned = model.boxes[-1]
         assert turned[2] - turned[0] > 20 and turned[3] - turned[1] > 20
-    assert np.allclose(refs[0], refs[1], atol=1.0)
+    assert np.allclose(refs[0], refs[1], atol=1e-6)  # the same crop and box for both heads
 
 
 def test_face_report_face_box():
