@@ -376,14 +376,10 @@ def identity_available() -> bool:
 
 def _with_parts(skin: torch.Tensor, layout: UVLayout) -> torch.Tensor:
     """(S, S) bool ``skin`` and every texel of the layout's surfaces that are not skin, inside it."""
-    from .unwrap import uv_raster
+    from .complete import part_map
 
-    uvr = uv_raster(layout, int(skin.shape[-1]))
-    out = skin.clone()
-    if layout.parts is not None:
-        tid = (uvr.rast[0, ..., 3].long() - 1).clamp_min(0)
-        out |= torch.from_numpy(np.asarray(layout.parts) != 0)[tid]
-    return uvr.valid & out
+    labels = torch.from_numpy(part_map(layout, int(skin.shape[-1])))
+    return (labels >= 0) & (skin | (labels > 0))
 
 
 def face_texels(layout: UVLayout, size: int) -> torch.Tensor:

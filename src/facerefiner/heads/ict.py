@@ -156,7 +156,6 @@ def aim_eyeball(points: np.ndarray, centre: np.ndarray, tip: np.ndarray, target_
     return c + (p - c) @ rot.T, float(np.degrees(angle))
 
 
-@functools.lru_cache(maxsize=1)
 @functools.lru_cache(maxsize=8)
 def _footprint(head: "ICTHead", size: int) -> np.ndarray:
     import cv2
@@ -173,6 +172,7 @@ def _footprint(head: "ICTHead", size: int) -> np.ndarray:
     return m
 
 
+@functools.lru_cache(maxsize=1)
 def _asset() -> dict:
     if not ASSET_PATH.exists():
         raise InputError(f"{ASSET_PATH}: the ICT head asset is missing (rebuild it with scripts/make_ict_asset.py)")
