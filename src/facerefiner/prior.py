@@ -96,48 +96,30 @@ def photo_digest(rgb: np.ndarray) -> str:
 
 
 def entry_from_photo(rgb: np.ndarray, geometry: Any, layout: UVLayout | None = None,
-                     size: int = PRIOR_SIZE, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     size: int = PRIOR_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """One prior entry: the photo unwrapped at ``size`` and mirrored onto the half it does not show.
-
-    Args:
-        mask: optional (H, W) bool, the photo's pixels not to take (occluders: see
-            :func:`facerefiner.occlusion.face_mask`). The texels they cover (and their mirror
-            images) stay in the entry's mask but get a smooth fill (:func:`~facerefiner.complete.pull_push`)
-            of the entry's other texels: no structure to copy (a frame in an entry came out as a
-            ghost of glasses on other faces' hidden nose and eyes) and no new hole (an entry's hole
-            changes which entries a combination averages there: a blotch at its edge).
 
     Returns:
         ``(texture, mask)``: (size, size, 3) uint8 and (size, size) bool (visible or mirror-visible).
     """
-    from .complete import mirror_texture, mirror_uv, pull_push
+    from .complete import mirror_texture, mirror_uv
     from .io import to_uint8
     from .unwrap import unwrap, uv_raster
 
     layout = layout or default_layout()
     uvr = uv_raster(layout, size)
+    un = unwrap(rgb, geometry, size, layout=layout, uvr=uvr)
+    vis = un.visibility & uvr.valid
     muv = mirror_uv(layout, size, uvr)
-
-    def mirrored(m: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
-        un = unwrap(rgb, geometry, size, layout=layout, uvr=uvr, mask=m)
-        vis = un.visibility & uvr.valid
-        mir = mirror_texture(un.texture, muv)
-        mir_vis = (mirror_texture(vis[None].float(), muv)[0] > 0.999) & uvr.valid & ~vis
-        return torch.where(vis[None], un.texture, torch.where(mir_vis[None], mir, torch.zeros_like(mir))), vis | mir_vis
-
-    tex, cover = mirrored(None)
-    if mask is not None and np.asarray(mask).any():
-        kept_tex, kept = mirrored(mask)
-        if bool(kept.any()):
-            filled = pull_push(kept_tex.permute(1, 2, 0).double().numpy(), kept.numpy())
-            tex = torch.where(kept[None], kept_tex, torch.from_numpy(filled).permute(2, 0, 1).float())
-    return to_uint8(torch.where(cover[None], tex, torch.zeros_like(tex))), cover.numpy()
+    mir = mirror_texture(un.texture, muv)
+    mir_vis = (mirror_texture(vis[None].float(), muv)[0] > 0.999) & uvr.valid & ~vis
+    tex = torch.where(vis[None], un.texture, torch.where(mir_vis[None], mir, torch.zeros_like(mir)))
+    return to_uint8(tex), (vis | mir_vis).numpy()
 
 
 def build_prior(photos: Iterable[str | os.PathLike], *, size: int = PRIOR_SIZE, layout: UVLayout | None = None,
                 detector: Any = None, min_face: float = 64.0,
-                on_photo: Callable[[Path, str | None], None] | None = None, head: Any = None,
-                occlusion: str = "auto") -> TexturePrior:
+                on_photo: Callable[[Path, str | None], None] | None = None, head: Any = None) -> TexturePrior:
     """A prior from photos (the largest face of each).
 
     Args:
@@ -146,15 +128,11 @@ def build_prior(photos: Iterable[str | os.PathLike], *, size: int = PRIOR_SIZE, 
         on_photo: called with ``(path, error)`` after each photo (error None when it was used).
         head: the head model (:func:`facerefiner.heads.get_head`; default the face mask); its
             layout is used when ``layout`` is None.
-        occlusion: ``auto``: what covers each face (hair, glasses, hands) is found
-            (:func:`facerefiner.occlusion.face_mask`) and smoothed over in its entry
-            (:func:`entry_from_photo`); ``off``: every pixel the mesh covers is taken as it is.
 
     Raises:
         InputError: no photo gave an entry.
     """
     from .io import load_image
-    from .occlusion import face_mask
     from .reconstruct import default_detector, reconstruct
 
     layout = layout or (head.layout() if head is not None else default_layout())
@@ -165,8 +143,7 @@ def build_prior(photos: Iterable[str | os.PathLike], *, size: int = PRIOR_SIZE, 
         try:
             rgb = load_image(p)
             geo = reconstruct(rgb, min_face=min_face, detector=det, source=str(p), head=head)
-            occ, _ = face_mask(rgb, geo, layout, None, occlusion)
-            t, m = entry_from_photo(rgb, geo, layout, size, mask=occ)
+            t, m = entry_from_photo(rgb, geo, layout, size)
         except FaceRefinerError as e:
             if on_photo:
                 on_photo(p, str(e))

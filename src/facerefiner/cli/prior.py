@@ -23,7 +23,6 @@ def build_cmd(
     size: int = typer.Option(256, "--size", help="Texture size the entries are stored at."),
     min_face: float = typer.Option(64.0, "--min-face", help="Ignore faces smaller than this many pixels across."),
     head: str = typer.Option("mediapipe", "--head", help="Head model whose layout the prior is in (mediapipe or ict); use the prior with the same --head."),
-    occlusion: str = typer.Option("auto", "--occlusion", help="auto: smooth over what covers each face (hair, glasses, hands) in its entry, so that no other face gets its structure; off: take every pixel."),
 ) -> None:
     """Build a prior: each photo's face unwrapped and mirrored into the UV layout, for `facerefiner refine --prior`.
 
@@ -35,8 +34,6 @@ def build_cmd(
 
     if not 32 <= size <= 1024:
         usage_error(f"--size must be between 32 and 1024, got {size}")
-    if occlusion not in ("auto", "off"):
-        usage_error(f"--occlusion must be auto or off, got {occlusion!r}")
     try:
         files = expand_inputs(photos)
         head_model = get_head(head)
@@ -53,8 +50,7 @@ def build_cmd(
             err.print(f"[red]failed[/red] {escape(error)}", highlight=False)
 
     try:
-        prior = build_prior(files, size=size, min_face=min_face, on_photo=on_photo, head=head_model,
-                            occlusion=occlusion)
+        prior = build_prior(files, size=size, min_face=min_face, on_photo=on_photo, head=head_model)
         save_prior(prior, out)
     except FaceRefinerError as e:
         err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
